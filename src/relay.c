@@ -1,0 +1,696 @@
+/* relay — one relayed request from head to end (see relay.h).
+ *
+ * libcurl calls on_header/on_data/on_upload from inside curl_multi_socket_action; those only
+ * copy bytes, set flags and return pause or abort codes. Everything that ends or restarts a
+ * transfer (finish, redirects, cancellation) runs outside libcurl callbacks: from
+ * relay_upstream_done() (after socket_action returned) or from libuv callbacks. */
+#include "relay.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+#include "conn.h"
+#include "cors.h"
+#include "headers.h"
+#include "reply.h"
+#include "server.h"
+
+enum framing { FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
+
+struct relay {
+    struct conn *c;
+    struct worker *w;
+    const struct config *cfg;
+    CURL *easy;                /* NULL once the transfer is over */
+    struct curl_slist *hdrs;   /* request fields as sent upstream */
+    char *url;
+    char method[24];
+    int is_head;
+    int http_minor;
+
+    /* request body: a linear buffer; it is compacted only when full, so a body that fits is
+     * still whole at the end and can be replayed for a redirect */
+    int has_body, chunked;
+    uint64_t content_length;
+    char *body;
+    size_t body_cap, body_rd, body_wr;
+    int body_done, body_discarded, input_blocked;
+    int upload_paused, recv_paused;
+
+    /* response */
+    char *rh;                  /* header lines of the upstream's current response */
+    size_t rh_len, rh_cap;
+    int status;
+    char reason[64];
+    int head_sent;
+    enum framing framing;
+    int fail_status;
+    const char *fail_msg;
+
+    int redirects;
+    char *redirect_to;
+    int cross_origin;
+    int redirect_status;
+
+    uint64_t t_sent;           /* uv_now() when the request was fully handed to libcurl */
+    uint64_t t_last;           /* uv_now() of the last upstream byte */
+    int timed_out;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static uint64_t now_ms(const struct relay *r)
+{
+    return uv_now(&r->w->loop);
+}
+
+int relay_head_sent(const struct relay *r)
+{
+    return r->head_sent;
+}
+
+/* ---- request fields ---- */
+
+static int line_name_is(const char *line, const char *want)
+{
+    size_t n = strcspn(line, ":;");
+    return headers_name_is(line, n, want);
+}
+
+static int is_credential(const char *line)
+{
+    static const char *const names[] = {"authorization", "cookie", "api-key", "x-api-key",
+                                        "openai-organization", "openai-project"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (line_name_is(line, names[i]))
+            return 1;
+    return 0;
+}
+
+static int is_body_field(const char *line)
+{
+    return line_name_is(line, "content-type") || line_name_is(line, "content-encoding") ||
+           line_name_is(line, "content-language") || line_name_is(line, "content-location");
+}
+
+static struct curl_slist *append(struct curl_slist *l, const char *s, int *ok)
+{
+    struct curl_slist *n = curl_slist_append(l, s);
+    if (n == NULL)
+        *ok = 0;
+    return n ? n : l;
+}
+
+static struct curl_slist *request_fields(const struct relay_req *rq, const char *drop, int *ok)
+{
+    struct curl_slist *l = NULL;
+    int keep[rq->nhdrs + 1];
+    char line[8192];
+
+    headers_filter_request(rq->hdrs, rq->nhdrs, drop, keep);
+    for (size_t i = 0; i < rq->nhdrs && *ok; i++) {
+        const struct hdr *h = &rq->hdrs[i];
+        if (!keep[i])
+            continue;
+        /* libcurl removes a field given as "Name:"; "Name;" sends it empty. */
+        if (h->value_len == 0)
+            snprintf(line, sizeof(line), "%.*s;", (int)h->name_len, h->name);
+        else if (h->name_len + h->value_len + 3 < sizeof(line))
+            snprintf(line, sizeof(line), "%.*s: %.*s", (int)h->name_len, h->name,
+                     (int)h->value_len, h->value);
+        else {
+            char *big = malloc(h->name_len + h->value_len + 3);
+            if (big == NULL) {
+                *ok = 0;
+                break;
+            }
+            sprintf(big, "%.*s: %.*s", (int)h->name_len, h->name, (int)h->value_len, h->value);
+            l = append(l, big, ok);
+            free(big);
+            continue;
+        }
+        l = append(l, line, ok);
+    }
+    /* libcurl's own additions would change what the client sent. */
+    if (headers_find(rq->hdrs, rq->nhdrs, "accept") < 0)
+        l = append(l, "Accept:", ok);
+    l = append(l, "Expect:", ok);
+    return l;
+}
+
+/* ---- libcurl callbacks ---- */
+
+static int parse_status_line(struct relay *r, const char *p, size_t n)
+{
+    const char *sp = memchr(p, ' ', n), *end = p + n;
+    int code = 0;
+
+    if (sp == NULL || end - sp < 4)
+        return -1;
+    for (int i = 1; i <= 3; i++) {
+        if (sp[i] < '0' || sp[i] > '9')
+            return -1;
+        code = code * 10 + (sp[i] - '0');
+    }
+    r->status = code;
+    r->reason[0] = '\0';
+    if (end - sp > 5 && sp[4] == ' ') {
+        const char *rs = sp + 5, *re = end;
+        while (re > rs && (re[-1] == '\r' || re[-1] == '\n' || re[-1] == ' '))
+            re--;
+        snprintf(r->reason, sizeof(r->reason), "%.*s", (int)(re - rs), rs);
+    }
+    return 0;
+}
+
+/* Splits the collected header lines into fields (pointing into r->rh). Returns the count. */
+static size_t parse_fields(struct relay *r, struct hdr *h, size_t cap)
+{
+    size_t n = 0, i = 0;
+
+    while (i < r->rh_len && n < cap) {
+        char *line = r->rh + i, *eol = memchr(line, '\n', r->rh_len - i), *colon;
+        size_t len = eol ? (size_t)(eol - line) : r->rh_len - i;
+        i += len + 1;
+        while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+            len--;
+        colon = memchr(line, ':', len);
+        if (colon == NULL || colon == line)
+            continue;
+        h[n].name = line;
+        h[n].name_len = (size_t)(colon - line);
+        h[n].value = colon + 1;
+        h[n].value_len = len - h[n].name_len - 1;
+        while (h[n].value_len > 0 && (h[n].value[0] == ' ' || h[n].value[0] == '\t')) {
+            h[n].value++;
+            h[n].value_len--;
+        }
+        n++;
+    }
+    return n;
+}
+
+static int origin_of(const char *url, char *out, size_t cap)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    int rc = -1;
+
+    if (u == NULL)
+        return -1;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+        snprintf(out, cap, "%s://%s:%s", scheme, host, port);
+        for (char *p = out; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        rc = 0;
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* A redirect we can follow: remember where to and abort this response. */
+static int want_redirect(struct relay *r, const struct hdr *h, size_t n)
+{
+    int s = r->status, loc, keep_body;
+    CURLU *u;
+    char *to = NULL, *scheme = NULL;
+
+    if (s != 301 && s != 302 && s != 303 && s != 307 && s != 308)
+        return 0;
+    if (r->redirects >= r->cfg->max_redirects)
+        return 0;
+    loc = headers_find(h, n, "location");
+    if (loc < 0 || h[loc].value_len == 0)
+        return 0;
+    keep_body = r->has_body && !(s == 303 || ((s == 301 || s == 302) && !strcmp(r->method, "POST")));
+    if (keep_body && (!r->body_done || r->body_discarded))
+        return 0; /* a streamed body cannot be sent again: the client gets the redirect */
+    u = curl_url();
+    if (u == NULL)
+        return 0;
+    {
+        char locz[4096];
+        if (h[loc].value_len >= sizeof(locz)) {
+            curl_url_cleanup(u);
+            return 0;
+        }
+        memcpy(locz, h[loc].value, h[loc].value_len);
+        locz[h[loc].value_len] = '\0';
+        if (curl_url_set(u, CURLUPART_URL, r->url, 0) != CURLUE_OK ||
+            curl_url_set(u, CURLUPART_URL, locz, 0) != CURLUE_OK ||
+            curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+            (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) ||
+            curl_url_get(u, CURLUPART_URL, &to, 0) != CURLUE_OK) {
+            curl_free(scheme);
+            curl_url_cleanup(u);
+            return 0;
+        }
+    }
+    r->redirect_to = strdup(to);
+    r->redirect_status = s;
+    curl_free(to);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return r->redirect_to != NULL;
+}
+
+static int send_head(struct relay *r)
+{
+    struct conn *c = r->c;
+    struct hdr fields[256];
+    int keep[256];
+    size_t n = parse_fields(r, fields, 256), len = 0, cap;
+    int cl = headers_find(fields, n, "content-length");
+    int te = headers_find(fields, n, "transfer-encoding");
+    int ct = headers_find(fields, n, "content-type");
+    int no_body = r->is_head || r->status == 204 || r->status == 304;
+    int streamed, close;
+    char *head;
+
+    if (want_redirect(r, fields, n))
+        return -1;
+    if (no_body)
+        r->framing = FRAME_NONE;
+    else if (cl >= 0 && te < 0)
+        r->framing = FRAME_LENGTH;
+    else if (r->http_minor == 1)
+        r->framing = FRAME_CHUNKED;
+    else
+        r->framing = FRAME_CLOSE;
+    if (r->framing == FRAME_CLOSE || (r->has_body && !r->body_done))
+        c->close_after = 1; /* an unread request body cannot be left on a kept connection */
+    close = c->close_after || !c->keepalive || r->w->draining;
+    streamed = (!no_body && r->framing != FRAME_LENGTH) ||
+               (ct >= 0 && fields[ct].value_len >= 17 &&
+                strncasecmp(fields[ct].value, "text/event-stream", 17) == 0);
+    headers_filter_response(fields, n, r->framing == FRAME_LENGTH || no_body, keep);
+
+    cap = 256 + sizeof(CORS_RESPONSE_FIELDS) + r->rh_len + 2 * n;
+    head = malloc(cap);
+    if (head == NULL)
+        return -1;
+    len += (size_t)snprintf(head, cap, "HTTP/1.1 %d %s\r\n", r->status,
+                            r->reason[0] ? r->reason : reply_reason(r->status));
+    for (size_t i = 0; i < n; i++) {
+        if (!keep[i])
+            continue;
+        memcpy(head + len, fields[i].name, fields[i].name_len);
+        len += fields[i].name_len;
+        memcpy(head + len, ": ", 2);
+        len += 2;
+        memcpy(head + len, fields[i].value, fields[i].value_len);
+        len += fields[i].value_len;
+        memcpy(head + len, "\r\n", 2);
+        len += 2;
+    }
+    len += (size_t)snprintf(head + len, cap - len, "%s%s%s%s\r\n", CORS_RESPONSE_FIELDS,
+                            streamed ? "X-Accel-Buffering: no\r\n" : "",
+                            r->framing == FRAME_CHUNKED ? "Transfer-Encoding: chunked\r\n" : "",
+                            close ? "Connection: close\r\n" : "");
+    r->head_sent = 1;
+    c->acc.status = r->status;
+    c->acc.t_first = uv_hrtime();
+    r->t_last = now_ms(r);
+    conn_send(c, head, len, NULL, 0, 0);
+    free(head);
+    return 0;
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
+{
+    struct relay *r = userp;
+    size_t n = size * nitems;
+
+    if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        if (r->head_sent || parse_status_line(r, buf, n) != 0) {
+            r->fail_msg = "malformed upstream status line";
+            return 0;
+        }
+        r->c->acc.upstream_status = r->status;
+        r->rh_len = 0;
+        return n;
+    }
+    if (r->head_sent)
+        return n; /* trailer fields: not relayed */
+    if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
+        if (r->status < 200)
+            return n; /* interim response (100, 103): not relayed */
+        return send_head(r) == 0 ? n : 0;
+    }
+    if (r->rh_len + n > r->cfg->max_response_header_bytes) {
+        r->fail_msg = "upstream response head too large";
+        return 0;
+    }
+    if (r->rh_len + n > r->rh_cap) {
+        size_t cap = r->rh_cap ? r->rh_cap * 2 : 2048;
+        char *p;
+        while (cap < r->rh_len + n)
+            cap *= 2;
+        p = realloc(r->rh, cap);
+        if (p == NULL)
+            return 0;
+        r->rh = p;
+        r->rh_cap = cap;
+    }
+    memcpy(r->rh + r->rh_len, buf, n);
+    r->rh_len += n;
+    return n;
+}
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
+{
+    struct relay *r = userp;
+    size_t n = size * nmemb;
+
+    if (!r->head_sent)
+        return 0;
+    if (conn_write_queue(r->c) >= r->cfg->buffer_size) {
+        r->recv_paused = 1; /* resumed by relay_write_drained() */
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    r->t_last = now_ms(r);
+    if (r->framing == FRAME_NONE || n == 0)
+        return n;
+    if (conn_send(r->c, NULL, 0, ptr, n, r->framing == FRAME_CHUNKED) != 0)
+        return 0;
+    return n;
+}
+
+static size_t on_upload(char *buf, size_t size, size_t nitems, void *userp)
+{
+    struct relay *r = userp;
+    size_t cap = size * nitems, avail = r->body_wr - r->body_rd;
+
+    if (avail == 0) {
+        if (r->body_done)
+            return 0;
+        r->upload_paused = 1; /* resumed by relay_body_wake() */
+        return CURL_READFUNC_PAUSE;
+    }
+    if (avail > cap)
+        avail = cap;
+    memcpy(buf, r->body + r->body_rd, avail);
+    r->body_rd += avail;
+    if (r->input_blocked) {
+        r->input_blocked = 0;
+        conn_wake_input(r->c);
+    }
+    return avail;
+}
+
+/* ---- transfers ---- */
+
+static int start_transfer(struct relay *r)
+{
+    const struct config *cfg = r->cfg;
+    CURL *e = upstream_easy(&r->w->up);
+
+    if (e == NULL)
+        return -1;
+    r->easy = e;
+    r->errbuf[0] = '\0';
+    r->upload_paused = r->recv_paused = 0;
+    r->rh_len = 0;
+    r->status = 0;
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    if (cfg->ca_file[0])
+        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
+    if (r->is_head)
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    else if (strcmp(r->method, "GET") != 0 || r->has_body)
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+    if (r->has_body) {
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_upload);
+        curl_easy_setopt(e, CURLOPT_READDATA, r);
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE,
+                         r->chunked ? (curl_off_t)-1 : (curl_off_t)r->content_length);
+    }
+    if (upstream_add(&r->w->up, e) != 0) {
+        upstream_remove(&r->w->up, e);
+        r->easy = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+struct relay *relay_start(struct conn *c, const struct relay_req *rq)
+{
+    const struct config *cfg = c->w->cfg;
+    struct relay *r = calloc(1, sizeof(*r));
+    size_t ulen = strlen(cfg->upstream);
+    int ok = 1;
+
+    if (r == NULL)
+        return NULL;
+    r->c = c;
+    r->w = c->w;
+    r->cfg = cfg;
+    snprintf(r->method, sizeof(r->method), "%.*s", (int)rq->method_len, rq->method);
+    r->is_head = strcmp(r->method, "HEAD") == 0;
+    r->http_minor = rq->http_minor;
+    r->has_body = rq->has_body;
+    r->chunked = rq->chunked;
+    r->content_length = rq->content_length;
+    r->url = malloc(ulen + rq->path_len + 1);
+    if (r->url == NULL)
+        goto fail;
+    memcpy(r->url, cfg->upstream, ulen);
+    memcpy(r->url + ulen, rq->path, rq->path_len);
+    r->url[ulen + rq->path_len] = '\0';
+    r->hdrs = request_fields(rq, cfg->drop_headers, &ok);
+    if (!ok)
+        goto fail;
+    if (r->has_body) {
+        r->body_cap = cfg->buffer_size;
+        r->body = malloc(r->body_cap);
+        if (r->body == NULL)
+            goto fail;
+    } else {
+        r->t_sent = now_ms(r);
+    }
+    if (start_transfer(r) != 0)
+        goto fail;
+    return r;
+fail:
+    relay_free(r);
+    return NULL;
+}
+
+void relay_free(struct relay *r)
+{
+    if (r == NULL)
+        return;
+    if (r->easy != NULL)
+        upstream_remove(&r->w->up, r->easy);
+    curl_slist_free_all(r->hdrs);
+    free(r->url);
+    free(r->redirect_to);
+    free(r->body);
+    free(r->rh);
+    free(r);
+}
+
+/* ---- the request body ---- */
+
+size_t relay_body_room(struct relay *r)
+{
+    size_t room;
+
+    if (r->body_wr == r->body_cap && r->body_rd > 0) {
+        memmove(r->body, r->body + r->body_rd, r->body_wr - r->body_rd);
+        r->body_wr -= r->body_rd;
+        r->body_rd = 0;
+        r->body_discarded = 1;
+    }
+    room = r->body_cap - r->body_wr;
+    if (room == 0)
+        r->input_blocked = 1;
+    return room;
+}
+
+void relay_body_append(struct relay *r, const char *p, size_t n)
+{
+    memcpy(r->body + r->body_wr, p, n);
+    r->body_wr += n;
+}
+
+void relay_body_end(struct relay *r)
+{
+    r->body_done = 1;
+    r->t_sent = now_ms(r);
+}
+
+static void apply_pause(struct relay *r)
+{
+    int bits = (r->recv_paused ? CURLPAUSE_RECV : 0) | (r->upload_paused ? CURLPAUSE_SEND : 0);
+    curl_easy_pause(r->easy, bits);
+}
+
+void relay_body_wake(struct relay *r)
+{
+    if (r->easy != NULL && r->upload_paused) {
+        r->upload_paused = 0;
+        apply_pause(r);
+    }
+}
+
+void relay_write_drained(struct relay *r)
+{
+    if (r->easy != NULL && r->recv_paused && conn_write_queue(r->c) <= r->cfg->buffer_size / 2) {
+        r->recv_paused = 0;
+        apply_pause(r); /* may deliver buffered data through on_data right away */
+    }
+}
+
+/* ---- the end ---- */
+
+static void follow_redirect(struct relay *r)
+{
+    int s = r->redirect_status;
+    int to_get = (s == 303 && !r->is_head) || ((s == 301 || s == 302) && !strcmp(r->method, "POST"));
+    char origin[1024], base[1024];
+    struct curl_slist *l = NULL, *it;
+    int ok = 1;
+
+    r->redirects++;
+    if (origin_of(r->redirect_to, origin, sizeof(origin)) != 0 ||
+        origin_of(r->cfg->upstream, base, sizeof(base)) != 0 || strcmp(origin, base) != 0)
+        r->cross_origin = 1; /* sticky: credentials never go to another host */
+    if (to_get) {
+        snprintf(r->method, sizeof(r->method), "GET");
+        r->has_body = 0;
+    } else if (r->has_body) {
+        r->body_rd = 0; /* replay the kept body */
+    }
+    for (it = r->hdrs; it != NULL && ok; it = it->next) {
+        if (r->cross_origin && is_credential(it->data))
+            continue;
+        if (to_get && is_body_field(it->data))
+            continue;
+        l = append(l, it->data, &ok);
+    }
+    curl_slist_free_all(r->hdrs);
+    r->hdrs = l;
+    free(r->url);
+    r->url = r->redirect_to;
+    r->redirect_to = NULL;
+    r->t_sent = now_ms(r);
+}
+
+static void finish(struct relay *r, CURLcode result)
+{
+    struct conn *c = r->c;
+    char buf[2048], msg[512];
+    const char *type, *code;
+    int status;
+    size_t n;
+
+    if (r->redirect_to != NULL) {
+        follow_redirect(r);
+        if (r->hdrs != NULL && start_transfer(r) == 0) {
+            conn_arm(c);
+            return;
+        }
+        result = CURLE_FAILED_INIT;
+    }
+    if (result == CURLE_OK && r->head_sent) {
+        if (r->framing == FRAME_CHUNKED)
+            conn_send(c, "0\r\n\r\n", 5, NULL, 0, 0);
+        conn_response_done(c, 1);
+        return;
+    }
+    if (r->head_sent) { /* cut short after the head: the client must see a truncation */
+        c->acc.end = r->timed_out ? END_TIMEOUT : END_UPSTREAM_ERROR;
+        conn_response_done(c, 0);
+        return;
+    }
+    if (r->timed_out) {
+        status = 504;
+        snprintf(msg, sizeof(msg), "the upstream did not answer within %.1f s",
+                 (double)r->cfg->first_byte_timeout / 1000.0);
+    } else if (result == CURLE_OPERATION_TIMEDOUT) {
+        status = 504;
+        snprintf(msg, sizeof(msg), "upstream connection timed out: %s",
+                 r->errbuf[0] ? r->errbuf : curl_easy_strerror(result));
+    } else {
+        status = 502;
+        snprintf(msg, sizeof(msg), "upstream request failed: %s",
+                 r->fail_msg ? r->fail_msg : r->errbuf[0] ? r->errbuf : curl_easy_strerror(result));
+    }
+    c->acc.end = status == 504 ? END_TIMEOUT : END_UPSTREAM_ERROR;
+    c->acc.status = status;
+    if (r->has_body && !r->body_done)
+        c->close_after = 1;
+    reply_kind(status, &type, &code);
+    n = reply_error(buf, sizeof(buf), status, type, code, msg,
+                    c->close_after || !c->keepalive || r->w->draining, r->is_head);
+    conn_send(c, buf, n, NULL, 0, 0);
+    conn_response_done(c, 1);
+}
+
+void relay_upstream_done(CURL *easy, CURLcode result)
+{
+    struct relay *r = NULL;
+
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+    upstream_remove(&r->w->up, easy);
+    r->easy = NULL;
+    finish(r, result);
+}
+
+void relay_cancel(struct relay *r, enum end_reason why)
+{
+    if (r->easy != NULL) {
+        upstream_remove(&r->w->up, r->easy);
+        r->easy = NULL;
+    }
+    if (r->c->acc.end == END_OK)
+        r->c->acc.end = why;
+}
+
+uint64_t relay_deadline(const struct relay *r)
+{
+    if (r->easy == NULL)
+        return 0;
+    if (!r->head_sent)
+        return r->t_sent ? r->t_sent + r->cfg->first_byte_timeout : 0;
+    if (!r->recv_paused)
+        return r->t_last + r->cfg->idle_timeout;
+    return 0;
+}
+
+void relay_expire(struct relay *r, uint64_t now)
+{
+    (void)now;
+    if (r->easy != NULL) {
+        upstream_remove(&r->w->up, r->easy);
+        r->easy = NULL;
+    }
+    r->timed_out = 1;
+    finish(r, CURLE_OPERATION_TIMEDOUT);
+}

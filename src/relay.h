@@ -1,0 +1,62 @@
+/* relay — the life of one relayed request, the only module that knows both sides: it builds the
+ * upstream transfer from the client's head, streams the body through a bounded buffer
+ * (pausing either side: CURL_READFUNC_PAUSE / CURL_WRITEFUNC_PAUSE), turns the upstream's head
+ * into the client's (hop-by-hop fields out, CORS in, framing chosen for the client), follows
+ * redirects when that is safe, and ends the request exactly once, whatever ended it. */
+#ifndef FERRY_RELAY_H
+#define FERRY_RELAY_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+struct conn;
+struct relay;
+
+struct relay_req {
+    const char *method;
+    size_t method_len;
+    const char *path; /* origin-form: /path?query */
+    size_t path_len;
+    const struct hdr *hdrs;
+    size_t nhdrs;
+    int has_body;
+    int chunked;
+    uint64_t content_length;
+    int http_minor;
+};
+
+/* Starts the upstream transfer. Returns the relay, or NULL when it could not start (the caller
+ * answers 500). The relay keeps copies of everything it needs from req. */
+struct relay *relay_start(struct conn *c, const struct relay_req *req);
+
+/* Free bytes in the request body buffer (it compacts when it must). */
+size_t relay_body_room(struct relay *r);
+/* Appends body bytes; n <= relay_body_room(). */
+void relay_body_append(struct relay *r, const char *p, size_t n);
+/* The client's body is complete. */
+void relay_body_end(struct relay *r);
+/* New body bytes or the end were appended: let libcurl read again. Not from a curl callback. */
+void relay_body_wake(struct relay *r);
+
+/* The client's write queue went down: resume the upstream if it was paused. */
+void relay_write_drained(struct relay *r);
+
+/* The client is gone or timed out: stop the upstream transfer now. Not from a curl callback. */
+void relay_cancel(struct relay *r, enum end_reason why);
+
+/* Next uv_now() deadline of the upstream side (0: none); relay_expire() handles it. */
+uint64_t relay_deadline(const struct relay *r);
+void relay_expire(struct relay *r, uint64_t now);
+
+/* 1 when the response head went to the client. */
+int relay_head_sent(const struct relay *r);
+
+void relay_free(struct relay *r);
+
+/* libcurl's completion notice for any relay transfer (upstream_done_cb). */
+void relay_upstream_done(CURL *easy, CURLcode result);
+
+#endif
