@@ -1516,10 +1516,10 @@ int main(int argc, char **argv)
 {
 	const char *host = "127.0.0.1", *cert = NULL, *key = NULL;
 	int port = 0, tls_port = -1;
-	for (int i = 1; i < argc; i++) {
-		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!val)
+	for (int i = 1; i < argc; i += 2) {
+		if (i + 1 >= argc) /* every option takes a value */
 			return usage();
+		const char *opt = argv[i], *val = argv[i + 1];
 		if (strcmp(opt, "--port") == 0)
 			port = atoi(val);
 		else if (strcmp(opt, "--tls-port") == 0)
@@ -1532,7 +1532,6 @@ int main(int argc, char **argv)
 			host = val;
 		else
 			return usage();
-		i++;
 	}
 	if (tls_port >= 0 && (!cert || !key))
 		return usage();
