@@ -25,7 +25,7 @@ UNITBIN := $(UNITSRC:tests/unit/%.c=$(B)/unit/%)
 all: ferry tests/mock/mock
 
 ferry: $(B)/ferry
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 $(B)/ferry: $(B)/main.o $(OBJ) $(LLOBJ)
 	$(CC) $(OPT) $(EXTRA_CFLAGS) -o $@ $^ $(LDLIBS_ALL)

@@ -175,8 +175,6 @@ static long check_framing(struct guard_head *g, const struct guard_limits *lim, 
 long guard_head_scan(struct guard_head *g, const struct guard_limits *lim, const char *buf,
                      size_t len, const char **why)
 {
-    size_t head_limit = lim->max_request_line + 2 + lim->max_header_bytes;
-
     for (;;) {
         const char *lf, *p;
         size_t n, i;
@@ -210,7 +208,7 @@ long guard_head_scan(struct guard_head *g, const struct guard_limits *lim, const
                 *why = "request line too long";
                 return -414;
             }
-            if (len - g->skip > head_limit) {
+            if (g->line_no > 0 && len - g->fields_start > lim->max_header_bytes) {
                 *why = "request header fields too large";
                 return -431;
             }
@@ -234,12 +232,13 @@ long guard_head_scan(struct guard_head *g, const struct guard_limits *lim, const
                 return -414;
             }
             rc = check_request_line(g, p, n, why);
+            g->fields_start = i + 1;
         } else if (n == 0) {
             rc = check_framing(g, lim, why);
             if (rc == 0)
                 return (long)(i + 1);
         } else {
-            if (i + 1 - g->skip > head_limit) {
+            if (i + 1 - g->fields_start > lim->max_header_bytes) {
                 *why = "request header fields too large";
                 return -431;
             }

@@ -24,6 +24,7 @@ struct guard_head {
     size_t line_start;  /* start of the line being scanned */
     size_t skip;        /* leading empty lines (CRLF) before the request line */
     int line_no;        /* 0 = request line */
+    size_t fields_start; /* offset of the first header field line */
 
     int http_minor;     /* HTTP/1.x */
     int is_connect;
