@@ -29,8 +29,10 @@ static void on_poll(uv_poll_t *p, int status, int events)
     struct upstream *u = s->u;
     int flags = 0, running;
 
+    /* libuv reports POLLERR as an error status and stops the handle; letting libcurl read and
+     * write makes it find the real error (a reset, a refused connect) and end the transfer. */
     if (status < 0)
-        flags = CURL_CSELECT_ERR;
+        flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
     if (events & UV_READABLE)
         flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE)
