@@ -248,7 +248,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     struct conn *c = req->data;
     if (c->closed)
         return;
-    if (status < 0) {
+    if (status < 0 || c->no_linger) {
         conn_close(c);
         return;
     }
@@ -267,7 +267,8 @@ static void conn_finish(struct conn *c)
     if (c->closed || c->phase == PHASE_CLOSING)
         return;
     c->phase = PHASE_CLOSING;
-    c->t_linger = 0;
+    /* At the drain deadline a client that does not read gets one second, not the linger. */
+    c->t_linger = c->no_linger ? uv_now(&c->w->loop) + 1000 - LINGER_MS : 0;
     c->in_len = c->in_pos = 0;
     c->shut.data = c;
     if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -888,6 +889,13 @@ void conn_kill(struct conn *c)
 {
     if (c->closed)
         return;
+    c->no_linger = 1;
+    if (c->relay != NULL && !relay_head_sent(c->relay)) {
+        /* Still waiting for the upstream: an answer the SDK can read, not a dropped connection
+         * (which it would retry, sending a billable request again). */
+        body_fail(c, 503, "the relay is shutting down; the request was cancelled", END_TIMEOUT);
+        return;
+    }
     if (c->relay != NULL)
         relay_cancel(c->relay, END_TIMEOUT);
     conn_close(c);

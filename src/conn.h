@@ -62,6 +62,7 @@ struct conn {
     struct access acc;
     int acc_pending;           /* acc describes a request not yet logged */
     int broken;                /* a write failed inside a callback: close on the next turn */
+    int no_linger;             /* closing at the drain deadline: close as soon as flushed */
     uv_shutdown_t shut;
 
     uint64_t t_idle, t_head, t_read, t_write, t_linger; /* uv_now() of the last such event */
