@@ -21,7 +21,7 @@ MOCKSRC := $(wildcard tests/mock/*.c)
 UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(UNITSRC:tests/unit/%.c=$(B)/unit/%)
 
-.PHONY: all run test unit e2e e2e-asan asan deps deps-test clean format
+.PHONY: all run test unit e2e e2e-asan asan clang deps deps-test clean format
 all: ferry tests/mock/mock
 
 ferry: $(B)/ferry
@@ -54,6 +54,10 @@ asan:
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" build-asan/ferry
 
+# The same sources must build warning-free with clang (-Werror).
+clang:
+	$(MAKE) B=build-clang CC=clang build-clang/ferry
+
 deps:
 	bash scripts/deps.sh build
 
@@ -73,6 +77,7 @@ e2e-asan: asan tests/mock/mock
 	FERRY_BIN=build-asan/ferry FERRY_ASAN=1 node --test --test-concurrency=1 tests/e2e/
 
 test: deps-test all
+	$(MAKE) clang
 	$(MAKE) unit
 	$(MAKE) e2e
 	$(MAKE) e2e-asan
