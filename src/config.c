@@ -105,7 +105,13 @@ int config_parse_duration(const char *s, uint64_t *ms)
     char *end;
     double v, mult = 1000.0;
 
-    if (s == NULL || *s == '\0' || isspace((unsigned char)*s) || *s == '-')
+    /* Plain decimal only: strtod alone would also take "+5", "0x10" or "inf". */
+    if (s == NULL || !(isdigit((unsigned char)*s) || (*s == '.' && isdigit((unsigned char)s[1]))))
+        return -1;
+    for (const char *p = s; *p && !isalpha((unsigned char)*p); p++)
+        if (!isdigit((unsigned char)*p) && *p != '.')
+            return -1;
+    if (strpbrk(s, "xXeEpP") != NULL && strcspn(s, "xXeEpP") < strcspn(s, "msh"))
         return -1;
     errno = 0;
     v = strtod(s, &end);

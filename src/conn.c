@@ -325,12 +325,39 @@ static void local_reply(struct conn *c, const char *buf, size_t len, int status,
     request_end(c, 1);
 }
 
+/* For a request refused before llhttp parsed it: method and path from the raw request line, for
+ * the access log only. */
+static void note_raw_request_line(struct conn *c)
+{
+    const char *p = c->in ? c->in + c->in_pos : NULL, *end = c->in ? c->in + c->in_len : NULL;
+    size_t m = 0;
+
+    c->acc_pending = 1;
+    if (p == NULL)
+        return;
+    while (p < end && (*p == '\r' || *p == '\n'))
+        p++;
+    while (p + m < end && m + 1 < sizeof(c->acc.method) && guard_is_tchar((unsigned char)p[m]))
+        m++;
+    memcpy(c->acc.method, p, m);
+    c->acc.method[m] = '\0';
+    if (p + m < end && p[m] == ' ') {
+        const char *t = p + m + 1, *sp = memchr(t, ' ', (size_t)(end - t));
+        const char *eol = memchr(t, '\r', (size_t)(end - t));
+        if (sp == NULL || (eol != NULL && eol < sp))
+            sp = eol ? eol : end;
+        log_path(c->acc.path, sizeof(c->acc.path), t, (size_t)(sp - t));
+    }
+}
+
 static void reject(struct conn *c, int status, const char *why)
 {
     char buf[2048];
     const char *type, *code;
     size_t n;
 
+    if (!c->acc_pending)
+        note_raw_request_line(c);
     reply_kind(status, &type, &code);
     n = reply_error(buf, sizeof(buf), status, type, code, why, 1, 0);
     local_reply(c, buf, n, status, 1);
@@ -786,7 +813,6 @@ static void on_timer(uv_timer_t *t)
     case PHASE_HEAD:
         if (now >= c->t_head + cfg->head_timeout) {
             c->acc.end = END_TIMEOUT;
-            c->acc_pending = 1;
             reject(c, 408, "the request head did not arrive in time");
             return;
         }

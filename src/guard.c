@@ -181,12 +181,12 @@ long guard_head_scan(struct guard_head *g, const struct guard_limits *lim, const
         long rc;
 
         /* Empty lines before the request line are tolerated (RFC 9112 §2.2), bare LF is not. */
-        while (g->line_no == 0 && g->scan == g->line_start && len - g->line_start >= 2 &&
-               buf[g->line_start] == '\r' && buf[g->line_start + 1] == '\n' &&
-               g->skip < 8) {
+        while (g->line_no == 0 && len - g->line_start >= 2 && buf[g->line_start] == '\r' &&
+               buf[g->line_start + 1] == '\n' && g->skip < 8) {
             g->line_start += 2;
-            g->scan = g->line_start;
             g->skip += 2;
+            if (g->scan < g->line_start)
+                g->scan = g->line_start;
         }
         lf = g->scan < len ? memchr(buf + g->scan, '\n', len - g->scan) : NULL;
         if (lf == NULL) {
@@ -208,7 +208,9 @@ long guard_head_scan(struct guard_head *g, const struct guard_limits *lim, const
                 *why = "request line too long";
                 return -414;
             }
-            if (g->line_no > 0 && len - g->fields_start > lim->max_header_bytes) {
+            /* Loose early bound (the pending bytes may be the blank line's CR): the exact limit
+             * is checked below on complete lines. */
+            if (g->line_no > 0 && len - g->fields_start > lim->max_header_bytes + 2) {
                 *why = "request header fields too large";
                 return -431;
             }

@@ -65,7 +65,7 @@ void guard_chunk_init(struct guard_chunk *g);
 
 /* Validates the raw chunked body bytes buf[0..len). Stores in *used how many bytes belong to the
  * body (it stops at the end of the message: the rest is the next request). Returns 0, or a
- * negative HTTP status (-400, -413) with *why set. After the last chunk and trailers,
+ * negative HTTP status (-400, -413, -431 for oversized trailers) with *why set. After the last chunk and trailers,
  * g->state == GC_DONE. */
 int guard_chunk_feed(struct guard_chunk *g, const struct guard_limits *lim, const char *buf,
                      size_t len, size_t *used, const char **why);

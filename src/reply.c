@@ -87,7 +87,7 @@ size_t reply_error(char *buf, size_t cap, int status, const char *type, const ch
     char msg[512], body[768];
     int blen, len;
 
-    json_escape(msg, sizeof(msg), message);
+    json_escape(msg, 400, message);
     blen = snprintf(body, sizeof(body),
                     "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n",
                     msg, type, code);
@@ -100,7 +100,7 @@ size_t reply_error(char *buf, size_t cap, int status, const char *type, const ch
                    "\r\n%s",
                    status, reply_reason(status), blen, close ? "Connection: close\r\n" : "",
                    head_only ? "" : body);
-    if (len < 0)
+    if (len < 0 || (size_t)len >= cap)
         return 0;
-    return (size_t)len >= cap ? cap - 1 : (size_t)len;
+    return (size_t)len;
 }

@@ -9,7 +9,8 @@
 /* Reason phrase for a status code ("Unknown" if ferry does not know it). */
 const char *reply_reason(int status);
 
-/* Writes a complete error response into buf; returns its length (truncates the message to fit).
+/* Writes a complete error response into buf; returns its length, or 0 when it does not fit in
+ * cap bytes (a 2 KiB buffer always fits: messages are cut at 400 bytes).
  * type and code are short identifiers; message is free text (JSON-escaped here). */
 size_t reply_error(char *buf, size_t cap, int status, const char *type, const char *code,
                    const char *message, int close, int head_only);
