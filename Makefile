@@ -87,3 +87,7 @@ format:
 
 clean:
 	rm -rf build build-asan ferry tests/mock/mock
+
+# Benchmark and fuzzing rules live beside their sources.
+-include bench/bench.mk
+-include fuzz/fuzz.mk
