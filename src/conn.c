@@ -525,8 +525,10 @@ static int handle_head(struct conn *c)
     if (has_body && !c->msg_complete && c->gh.expect_continue && c->http_minor == 1)
         conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, 0);
     c->phase = c->msg_complete ? PHASE_WAIT : PHASE_BODY;
-    if (c->msg_complete && has_body) /* Content-Length: 0 */
-        relay_body_end(c->relay);
+    if (c->msg_complete && has_body && relay_body_end(c->relay) != 0) { /* Content-Length: 0 */
+        body_fail(c, 502, "the relay could not start the upstream request", END_UPSTREAM_ERROR);
+        return 0;
+    }
     return 1;
 }
 
@@ -615,8 +617,12 @@ static int process_body(struct conn *c)
     if (!c->body_chunked)
         c->body_left -= used;
     if (c->msg_complete) {
-        relay_body_end(c->relay);
         c->phase = PHASE_WAIT;
+        if (relay_body_end(c->relay) != 0) {
+            body_fail(c, 502, "the relay could not start the upstream request",
+                      END_UPSTREAM_ERROR);
+            return 0;
+        }
     }
     relay_body_wake(c->relay);
     return used > 0;
@@ -669,7 +675,9 @@ static void conn_process(struct conn *c)
     if (c->phase != PHASE_CLOSING) {
         if (c->in_pos == c->in_len) {
             c->in_pos = c->in_len = 0;
-            if (c->phase == PHASE_IDLE) { /* an idle keep-alive connection holds no buffer */
+            if (c->phase == PHASE_IDLE || c->phase == PHASE_WAIT) {
+                /* Nothing buffered: an idle connection or an open stream holds no input buffer
+                 * (one is allocated again if pipelined bytes arrive). */
                 free(c->in);
                 c->in = NULL;
                 c->in_cap = 0;

@@ -6,6 +6,8 @@
  * relay_upstream_done() (after socket_action returned) or from libuv callbacks. */
 #include "relay.h"
 
+#include <openssl/ssl.h>
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +37,8 @@ struct relay {
     /* request body: a linear buffer; it is compacted only when full, so a body that fits is
      * still whole at the end and can be replayed for a redirect */
     int has_body, chunked;
+    int buffered;              /* small body of known length: sent from memory once complete */
+    int started;               /* the first transfer was started */
     uint64_t content_length;
     char *body;
     size_t body_cap, body_rd, body_wr;
@@ -137,6 +141,8 @@ static struct curl_slist *request_fields(const struct relay_req *rq, const char 
     /* libcurl's own additions would change what the client sent. */
     if (headers_find(rq->hdrs, rq->nhdrs, "accept") < 0)
         l = append(l, "Accept:", ok);
+    if (rq->has_body && headers_find(rq->hdrs, rq->nhdrs, "content-type") < 0)
+        l = append(l, "Content-Type:", ok); /* libcurl would add a form type to POSTFIELDS */
     l = append(l, "Expect:", ok);
     return l;
 }
@@ -409,6 +415,15 @@ static size_t on_upload(char *buf, size_t size, size_t nitems, void *userp)
 
 /* ---- transfers ---- */
 
+/* An idle TLS connection then holds no read/write buffers (about 34 KiB each otherwise). */
+static CURLcode on_ssl_ctx(CURL *e, void *ssl_ctx, void *userp)
+{
+    (void)e;
+    (void)userp;
+    SSL_CTX_set_mode((SSL_CTX *)ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
+    return CURLE_OK;
+}
+
 static int start_transfer(struct relay *r)
 {
     const struct config *cfg = r->cfg;
@@ -439,11 +454,18 @@ static int start_transfer(struct relay *r)
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
     if (cfg->ca_file[0])
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
+    r->started = 1;
+    if (strncmp(r->url, "https:", 6) == 0)
+        curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
     if (r->is_head)
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     else if (strcmp(r->method, "GET") != 0 || r->has_body)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
-    if (r->has_body) {
+    if (r->has_body && r->buffered) {
+        /* From memory: no upload buffer, no read callbacks, and a redirect can replay it. */
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->content_length);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+    } else if (r->has_body) {
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(e, CURLOPT_READFUNCTION, on_upload);
         curl_easy_setopt(e, CURLOPT_READDATA, r);
@@ -485,15 +507,16 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq)
     r->hdrs = request_fields(rq, cfg->drop_headers, &ok);
     if (!ok)
         goto fail;
+    r->buffered = r->has_body && !r->chunked && r->content_length <= cfg->buffer_size;
     if (r->has_body) {
-        r->body_cap = cfg->buffer_size;
-        r->body = malloc(r->body_cap);
+        r->body_cap = r->buffered ? (size_t)r->content_length : cfg->buffer_size;
+        r->body = malloc(r->body_cap ? r->body_cap : 1);
         if (r->body == NULL)
             goto fail;
     } else {
         r->t_sent = now_ms(r);
     }
-    if (start_transfer(r) != 0)
+    if (!r->buffered && start_transfer(r) != 0)
         goto fail;
     return r;
 fail:
@@ -539,10 +562,15 @@ void relay_body_append(struct relay *r, const char *p, size_t n)
     r->body_wr += n;
 }
 
-void relay_body_end(struct relay *r)
+static int start_transfer(struct relay *r);
+
+int relay_body_end(struct relay *r)
 {
     r->body_done = 1;
     r->t_sent = now_ms(r);
+    if (r->buffered && !r->started)
+        return start_transfer(r);
+    return 0;
 }
 
 static void apply_pause(struct relay *r)

@@ -36,8 +36,9 @@ struct relay *relay_start(struct conn *c, const struct relay_req *req);
 size_t relay_body_room(struct relay *r);
 /* Appends body bytes; n <= relay_body_room(). */
 void relay_body_append(struct relay *r, const char *p, size_t n);
-/* The client's body is complete. */
-void relay_body_end(struct relay *r);
+/* The client's body is complete. A small body of known length is sent from memory, so its
+ * transfer starts only now. Returns 0, or -1 when the transfer could not start. */
+int relay_body_end(struct relay *r);
 /* New body bytes or the end were appended: let libcurl read again. Not from a curl callback. */
 void relay_body_wake(struct relay *r);
 
