@@ -60,6 +60,8 @@ static const struct opt opts[] = {
      "buffered bytes per direction per request (default 64k)"},
     {"max-response-header-bytes", 0, OPT_SIZE, OFF(max_response_header_bytes),
      W(max_response_header_bytes), "largest upstream response head, else 502 (default 64k)"},
+    {"max-connections", 0, OPT_SIZE, OFF(max_connections), W(max_connections),
+     "open client connections; past it new ones get 503 and are closed (default 10000)"},
     {"max-redirects", 0, OPT_INT, OFF(max_redirects), W(max_redirects),
      "upstream redirects followed (default 5, 0 = pass them to the client)"},
     {"drop-headers", 0, OPT_STR, OFF(drop_headers), W(drop_headers),
@@ -95,6 +97,7 @@ static void config_defaults(struct config *cfg)
     cfg->buffer_size = 65536;
     cfg->max_response_header_bytes = 65536;
     cfg->max_redirects = 5;
+    cfg->max_connections = 10000;
     snprintf(cfg->drop_headers, sizeof(cfg->drop_headers),
              "cookie,forwarded,via,x-forwarded-*,x-real-ip,cf-*");
     cfg->access_log = 1;
@@ -369,6 +372,10 @@ int config_load(struct config *cfg, int argc, char **argv)
     if (cfg->max_header_bytes < 256 || cfg->max_request_line < 64 || cfg->max_headers < 4) {
         fprintf(stderr, "ferry: header limits too small (max-header-bytes >= 256, "
                         "max-request-line >= 64, max-headers >= 4)\n");
+        return -1;
+    }
+    if (cfg->max_connections < 1) {
+        fprintf(stderr, "ferry: --max-connections must be at least 1\n");
         return -1;
     }
     if (cfg->max_redirects > 20) {

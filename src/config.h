@@ -33,6 +33,7 @@ struct config {
     size_t buffer_size;       /* per direction: request body buffer, response write high-water */
     size_t max_response_header_bytes;
     int max_redirects;
+    size_t max_connections;   /* per process; each worker takes its share */
 
     char drop_headers[1024];  /* comma list; an entry ending in '*' is a prefix */
     int access_log;

@@ -885,6 +885,16 @@ void conn_accept(struct worker *w, uv_stream_t *listener)
     c->phase = PHASE_IDLE;
     c->t_idle = uv_now(&w->loop);
     worker_conn_add(w, c);
+    if (w->nconns > worker_max_connections(w)) {
+        /* Over the cap: a fast, readable refusal instead of a queue that grows. */
+        c->no_linger = 1;
+        c->msg_complete = 1;
+        snprintf(c->acc.method, sizeof(c->acc.method), "-");
+        c->acc.t_start = uv_hrtime();
+        c->acc_pending = 1;
+        reject(c, 503, "too many open connections to this relay; retry later");
+        return;
+    }
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
         c->reading = 1;
     conn_arm(c);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -151,12 +152,25 @@ static void on_wake(uv_async_t *a)
         kill_all(w);
 }
 
+size_t worker_max_connections(const struct worker *w)
+{
+    size_t n = (size_t)w->cfg->threads;
+    return (w->cfg->max_connections + n - 1) / n;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct worker *w = server->data;
 
     if (status < 0) {
-        log_error("accept: %s", uv_strerror(status));
+        /* EMFILE/ENFILE: libuv has already accepted and closed the pending connections with its
+         * reserve descriptor; log once a second at most, the loop goes on. */
+        uint64_t now = uv_now(&w->loop);
+        if (w->last_accept_error == 0 || now - w->last_accept_error >= 1000) {
+            w->last_accept_error = now;
+            log_error("accept: %s (open connections on this worker: %zu)", uv_strerror(status),
+                      w->nconns);
+        }
         return;
     }
     conn_accept(w, server);
@@ -250,6 +264,24 @@ static int bind_socket(const char *host, int *port, char *shown, size_t cap)
     return fd;
 }
 
+/* Each stream needs two descriptors (client + upstream); use all the hard limit allows. */
+static void raise_fd_limit(const struct config *cfg)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 2 * cfg->max_connections + 64)
+        log_error("the descriptor limit (%llu) is below 2 x --max-connections + 64; raise it "
+                  "(ulimit -n) or lower --max-connections",
+                  (unsigned long long)rl.rlim_cur);
+}
+
 int server_run(const struct config *cfg)
 {
     int n = cfg->threads, port = cfg->listen_port, started = 0, exit_code = 0;
@@ -259,6 +291,7 @@ int server_run(const struct config *cfg)
 
     if (workers == NULL)
         return 1;
+    raise_fd_limit(cfg);
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);

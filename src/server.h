@@ -29,6 +29,7 @@ struct worker {
     struct hdr *hdr_scratch; /* head fields of the request being handled (max_headers) */
     int draining;
     int stopping;
+    uint64_t last_accept_error; /* uv_now() of the last logged accept error */
     uv_thread_t thread;
 };
 
@@ -37,6 +38,9 @@ int server_run(const struct config *cfg);
 
 /* Queues c for conn_deferred() on the next loop turn, outside any libcurl callback. */
 void worker_defer(struct worker *w, struct conn *c);
+
+/* This worker's share of --max-connections. */
+size_t worker_max_connections(const struct worker *w);
 
 /* Bookkeeping for the connection list; worker_conn_gone may finish a drain. */
 void worker_conn_add(struct worker *w, struct conn *c);
