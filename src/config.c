@@ -58,6 +58,8 @@ static const struct opt opts[] = {
      "longest chunk extension in a chunked request body (default 256)"},
     {"buffer-size", 0, OPT_SIZE, OFF(buffer_size), W(buffer_size),
      "buffered bytes per direction per request (default 64k)"},
+    {"read-buffer-size", 0, OPT_SIZE, OFF(read_buffer_size), W(read_buffer_size),
+     "bytes read from the upstream at a time, per request (default 8k, 1k..512k)"},
     {"max-response-header-bytes", 0, OPT_SIZE, OFF(max_response_header_bytes),
      W(max_response_header_bytes), "largest upstream response head, else 502 (default 64k)"},
     {"max-connections", 0, OPT_SIZE, OFF(max_connections), W(max_connections),
@@ -96,6 +98,7 @@ static void config_defaults(struct config *cfg)
     cfg->max_chunk_ext = 256;
     cfg->buffer_size = 65536;
     cfg->max_response_header_bytes = 65536;
+    cfg->read_buffer_size = 8192;
     cfg->max_redirects = 5;
     cfg->max_connections = 10000;
     snprintf(cfg->drop_headers, sizeof(cfg->drop_headers),
@@ -372,6 +375,10 @@ int config_load(struct config *cfg, int argc, char **argv)
     if (cfg->max_header_bytes < 256 || cfg->max_request_line < 64 || cfg->max_headers < 4) {
         fprintf(stderr, "ferry: header limits too small (max-header-bytes >= 256, "
                         "max-request-line >= 64, max-headers >= 4)\n");
+        return -1;
+    }
+    if (cfg->read_buffer_size < 1024 || cfg->read_buffer_size > 512 * 1024) {
+        fprintf(stderr, "ferry: --read-buffer-size must be between 1k and 512k\n");
         return -1;
     }
     if (cfg->max_connections < 1) {

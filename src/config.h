@@ -32,6 +32,7 @@ struct config {
     size_t max_chunk_ext;
     size_t buffer_size;       /* per direction: request body buffer, response write high-water */
     size_t max_response_header_bytes;
+    size_t read_buffer_size;  /* libcurl's receive buffer per transfer */
     int max_redirects;
     size_t max_connections;   /* per process; each worker takes its share */
 

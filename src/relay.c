@@ -323,6 +323,9 @@ static int send_head(struct relay *r)
                             r->framing == FRAME_CHUNKED ? "Transfer-Encoding: chunked\r\n" : "",
                             close ? "Connection: close\r\n" : "");
     r->head_sent = 1;
+    free(r->rh); /* the fields are in the client's head now; a long stream keeps no copy */
+    r->rh = NULL;
+    r->rh_len = r->rh_cap = 0;
     c->acc.status = r->status;
     c->acc.t_first = uv_hrtime();
     r->t_last = now_ms(r);
@@ -451,6 +454,9 @@ static int start_transfer(struct relay *r)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* libcurl's default 16 KiB receive buffer is most of what an open stream costs; SSE events
+     * are far smaller. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)cfg->read_buffer_size);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
     if (cfg->ca_file[0])
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
