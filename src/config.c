@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 enum opt_kind { OPT_STR, OPT_LISTEN, OPT_INT, OPT_DURATION, OPT_SIZE, OPT_FLAG };
@@ -32,6 +33,9 @@ static const struct opt opts[] = {
     {"threads", 't', OPT_INT, OFF(threads), W(threads), "worker threads (default: number of cores)"},
     {"ca-file", 0, OPT_STR, OFF(ca_file), W(ca_file),
      "CA bundle to verify the upstream with (default: system store)"},
+    {"proxy", 0, OPT_STR, OFF(proxy), W(proxy),
+     "egress proxy for upstream calls: http://, socks5:// or socks5h://host:port "
+     "(default none; http_proxy and friends are ignored)"},
     {"connect-timeout", 0, OPT_DURATION, OFF(connect_timeout), 0, "upstream connect + TLS (default 10s)"},
     {"first-byte-timeout", 0, OPT_DURATION, OFF(first_byte_timeout), 0,
      "request sent -> upstream response head (default 600s)"},
@@ -364,6 +368,13 @@ int config_load(struct config *cfg, int argc, char **argv)
     }
     if (check_upstream(cfg) != 0) {
         fprintf(stderr, "ferry: upstream '%s' is not an http:// or https:// URL\n", cfg->upstream);
+        return -1;
+    }
+    if (cfg->proxy[0] && strncasecmp(cfg->proxy, "http://", 7) != 0 &&
+        strncasecmp(cfg->proxy, "https://", 8) != 0 && strncasecmp(cfg->proxy, "socks5://", 9) != 0 &&
+        strncasecmp(cfg->proxy, "socks5h://", 10) != 0 && strncasecmp(cfg->proxy, "socks4://", 9) != 0) {
+        fprintf(stderr, "ferry: --proxy must be an http://, https://, socks4://, socks5:// or "
+                        "socks5h:// URL\n");
         return -1;
     }
     if (cfg->threads == 0)

@@ -12,6 +12,7 @@ struct config {
     char upstream[2048];      /* base URL without trailing slash, e.g. https://api.openai.com */
     char upstream_origin[2048]; /* scheme://host[:port] of upstream, for redirect credential checks */
     char ca_file[1024];       /* empty: the system store */
+    char proxy[1024];         /* egress proxy URL for upstream calls; empty: none */
     int threads;
 
     /* timeouts, milliseconds */

@@ -458,6 +458,8 @@ static int start_transfer(struct relay *r)
      * are far smaller. */
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)cfg->read_buffer_size);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    /* Only the configured proxy: environment variables must not reroute (or reveal) calls. */
+    curl_easy_setopt(e, CURLOPT_PROXY, cfg->proxy);
     if (cfg->ca_file[0])
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
     r->started = 1;
