@@ -7,8 +7,11 @@ BENCH_CFLAGS := -std=c17 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -I/usr/share
 BENCH_LLOBJ  := $(BENCH_B)/llhttp/llhttp.o $(BENCH_B)/llhttp/api.o $(BENCH_B)/llhttp/http.o
 BENCH_BINS   := $(BENCH_B)/upstream $(BENCH_B)/loadc
 
-.PHONY: bench bench-smoke bench-tools
+.PHONY: bench bench-smoke bench-tools bench-deps
 bench-tools: $(BENCH_BINS)
+
+bench-deps:
+	bash scripts/deps.sh bench
 
 $(BENCH_B)/llhttp/%.o: /usr/share/llhttp/%.c
 	@mkdir -p $(BENCH_B)/llhttp
@@ -25,8 +28,8 @@ $(BENCH_B)/loadc: bench/loadc.c $(BENCH_LLOBJ)
 # 5000 streams need ~10000 descriptors in the relay: raise the soft limit (root may raise the hard one)
 BENCH_ULIMIT := ulimit -n 65536 2>/dev/null || ulimit -n $$(ulimit -Hn)
 
-bench: ferry bench-tools
+bench: bench-deps ferry bench-tools
 	$(BENCH_ULIMIT); node bench/run.mjs
 
-bench-smoke: ferry bench-tools
+bench-smoke: bench-deps ferry bench-tools
 	$(BENCH_ULIMIT); node bench/run.mjs --smoke

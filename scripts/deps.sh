@@ -2,14 +2,16 @@
 # Install what ferry needs, and nothing that is already there.
 #   scripts/deps.sh build   Debian packages to build ferry
 #   scripts/deps.sh test    build + what the unit, e2e and browser tests need, and `npm ci`
+#   scripts/deps.sh bench   build + what `make bench` / `make bench-smoke` need (nginx, wrk, node and
+#                           `npm ci` for workerd)
 # Idempotent: uses apt-get only for missing packages (one `apt-get update`, only then), and sudo only when
 # not root. Takes well under 2 s when everything is present.
 set -euo pipefail
 
 mode="${1:-}"
 case "$mode" in
-  build|test) ;;
-  *) echo "usage: $0 build|test" >&2; exit 2 ;;
+  build|test|bench) ;;
+  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 
 cd "$(dirname "$0")/.."
@@ -21,6 +23,18 @@ pkgs=("${build_pkgs[@]}")
 if [ "$mode" = test ]; then
   pkgs+=("${test_pkgs[@]}")
   # Node >= 18 and npm already on PATH (nvm, nodesource, a CI image...) are good enough.
+  node_ok=0
+  if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+    if [ "${major:-0}" -ge 18 ] 2>/dev/null; then node_ok=1; fi
+  fi
+  [ "$node_ok" = 1 ] || pkgs+=(nodejs npm)
+fi
+
+if [ "$mode" = bench ]; then
+  # taskset comes with util-linux (essential); the nginx package's postinst may start a system
+  # nginx on :80, which the benchmark neither uses nor needs.
+  pkgs+=(nginx wrk openssl)
   node_ok=0
   if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
     major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
@@ -51,7 +65,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ "$mode" = test ]; then
+if [ "$mode" = test ] || [ "$mode" = bench ]; then
   # npm ci when node_modules is missing or older than the lock file.
   if [ ! -d node_modules ] || [ ! -f node_modules/.package-lock.json ] \
      || [ package-lock.json -nt node_modules/.package-lock.json ]; then
