@@ -21,7 +21,7 @@ MOCKSRC := $(wildcard tests/mock/*.c)
 UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(UNITSRC:tests/unit/%.c=$(B)/unit/%)
 
-.PHONY: all run test unit e2e e2e-asan asan clang deps deps-test clean format
+.PHONY: all run test unit e2e e2e-asan asan clang soak deps deps-test clean format
 all: ferry tests/mock/mock
 
 ferry: $(B)/ferry
@@ -76,11 +76,17 @@ e2e: ferry tests/mock/mock
 e2e-asan: asan tests/mock/mock
 	FERRY_BIN=build-asan/ferry FERRY_ASAN=1 node --test --test-concurrency=1 tests/e2e/
 
+# Mixed traffic against the ASan build for S seconds (CI: 60; before a release: 1200).
+S ?= 60
+soak: asan tests/mock/mock
+	FERRY_BIN=build-asan/ferry FERRY_ASAN=1 node tests/soak/soak.mjs $(S)
+
 test: deps-test all
 	$(MAKE) clang
 	$(MAKE) unit
 	$(MAKE) e2e
 	$(MAKE) e2e-asan
+	$(MAKE) soak S=60
 
 format:
 	clang-format -i src/*.c src/*.h tests/mock/*.c tests/unit/*.c
