@@ -73,6 +73,9 @@ static const struct opt opts[] = {
     {"drop-headers", 0, OPT_STR, OFF(drop_headers), W(drop_headers),
      "request headers not sent upstream, comma list, '*' suffix = prefix "
      "(default cookie,forwarded,via,x-forwarded-*,x-real-ip,cf-*)"},
+    {"half-close", 0, OPT_FLAG, OFF(half_close), W(half_close),
+     "a client that shuts down its sending side after a complete request still gets the "
+     "response (default: EOF cancels the upstream call at once, as a disconnect would)"},
     {"quiet", 'q', OPT_FLAG, OFF(access_log), W(access_log), "no access log on stdout"},
 };
 
@@ -236,7 +239,8 @@ static int set_opt(struct config *cfg, const struct opt *o, const char *val)
             *(size_t *)(base + o->offset) = (size_t)u;
         return 0;
     case OPT_FLAG:
-        *(int *)(base + o->offset) = 0; /* the only flag is --quiet */
+        /* --quiet turns the access log off; other flags turn their feature on */
+        *(int *)(base + o->offset) = o->offset != OFF(access_log);
         return 0;
     }
     return -1;

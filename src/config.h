@@ -39,6 +39,7 @@ struct config {
 
     char drop_headers[1024];  /* comma list; an entry ending in '*' is a prefix */
     int access_log;
+    int half_close;           /* EOF after a complete request: finish the response */
 };
 
 /* Fills *cfg from defaults, then the environment, then argv. Returns 0 to run,

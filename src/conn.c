@@ -248,7 +248,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     struct conn *c = req->data;
     if (c->closed)
         return;
-    if (status < 0 || c->no_linger) {
+    if (status < 0 || c->no_linger || c->eof) {
         conn_close(c);
         return;
     }
@@ -275,7 +275,7 @@ static void conn_finish(struct conn *c)
         conn_close(c);
         return;
     }
-    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    if (!c->reading && !c->eof && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
         c->reading = 1;
     conn_arm(c);
 }
@@ -636,7 +636,9 @@ static void update_reading(struct conn *c)
 
     if (c->closed)
         return;
-    if (c->phase == PHASE_CLOSING)
+    if (c->eof)
+        want = 0;
+    else if (c->phase == PHASE_CLOSING)
         want = 1;
     else if (c->in_len < c->in_cap || c->in == NULL)
         want = 1;
@@ -741,7 +743,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread < 0) {
         /* EOF or error. A client that leaves mid-request cancels the upstream call; so does a
-         * half-close, as in nginx (the two cannot be told apart before writing). */
+         * half-close, as in nginx (the two cannot be told apart before writing), unless
+         * --half-close: then a complete request keeps its response, and a client that really
+         * left is noticed at the first failed write. */
+        if (nread == UV_EOF && cfg_of(c)->half_close && c->phase == PHASE_WAIT &&
+            c->relay != NULL) {
+            uv_read_stop(s);
+            c->reading = 0;
+            c->eof = 1;
+            c->close_after = 1;
+            conn_arm(c);
+            return;
+        }
         if (c->relay != NULL)
             relay_cancel(c->relay, END_CLIENT_CLOSED);
         else if (c->acc_pending)

@@ -63,6 +63,7 @@ struct conn {
     int acc_pending;           /* acc describes a request not yet logged */
     int broken;                /* a write failed inside a callback: close on the next turn */
     int no_linger;             /* closing at the drain deadline: close as soon as flushed */
+    int eof;                   /* the client shut down its side (--half-close) */
     uv_shutdown_t shut;
 
     uint64_t t_idle, t_head, t_read, t_write, t_linger; /* uv_now() of the last such event */
