@@ -75,6 +75,7 @@ struct client {
     int events, next_tok;
     bool done_seen, finish_seen;
     int bad; /* first failure reason + 1, 0 when fine */
+    int status;
     char peek[PEEK_MAX];
     size_t peek_len;
 };
@@ -95,8 +96,8 @@ static struct client *clients;
 static int opened, finished_count, ok_count, fail_count, first_count, open_now, peak_open;
 static int fails[F_N];
 static uint64_t t_start, t_all_open, t_end;
-static uint32_t *ttfb_us, *delay_us, *lat_us;
-static size_t n_ttfb, n_delay, cap_delay, n_lat, cap_lat;
+static uint32_t *ttfb_us, *delay_us, *steady_us, *lat_us;
+static size_t n_ttfb, n_delay, cap_delay, n_steady, cap_steady, n_lat, cap_lat;
 static uint64_t events_total;
 static uv_timer_t sample_timer, deadline_timer;
 static uv_poll_t tick_poll;
@@ -222,6 +223,8 @@ static void report(void)
         print_pcts("ttfb_ms", ttfb_us, n_ttfb);
         printf(",");
         print_pcts("delay_ms", delay_us, n_delay);
+        printf(",");
+        print_pcts("steady_delay_ms", steady_us, n_steady);
         if (npids > 0) {
             printf(",\"cpu_s\":%.3f,\"cpu_us_per_event\":%.3f,\"rss_base_kb\":%ld,"
                    "\"rss_peak_kb\":%ld,\"rss_all_open_kb\":%ld,\"kb_per_stream\":%.2f",
@@ -292,6 +295,19 @@ static void store_delay(uint64_t ns)
     delay_us[n_delay++] = (uint32_t)(ns / 1000 > UINT32_MAX ? UINT32_MAX : ns / 1000);
 }
 
+/* delays of events the upstream sent once every stream had its first byte: relaying only, no
+ * connection setup competing for the relay's time */
+static void store_steady(uint64_t ns)
+{
+    if (n_steady == cap_steady) {
+        cap_steady = cap_steady ? cap_steady * 2 : 65536;
+        steady_us = realloc(steady_us, cap_steady * sizeof(*steady_us));
+        if (!steady_us)
+            abort();
+    }
+    steady_us[n_steady++] = (uint32_t)(ns / 1000 > UINT32_MAX ? UINT32_MAX : ns / 1000);
+}
+
 static void store_latency(uint64_t ns)
 {
     if (n_lat == cap_lat) {
@@ -329,8 +345,9 @@ static void stream_finish(struct client *c)
         fail_count++;
         fails[c->bad - 1]++;
         if (fail_count <= 5)
-            fprintf(stderr, "loadc: stream %d failed: %s (events %d, tokens %d, done %d)\n",
-                    c->id, fail_names[c->bad - 1], c->events, c->next_tok, c->done_seen);
+            fprintf(stderr, "loadc: stream %d failed: %s (status %d, events %d, tokens %d, done %d)\n",
+                    c->id, fail_names[c->bad - 1], c->status, c->events, c->next_tok,
+                    c->done_seen);
     } else {
         ok_count++;
     }
@@ -352,7 +369,8 @@ static void rate_done(struct client *c)
         fail_count++;
         fails[c->bad - 1]++;
         if (fail_count <= 5)
-            fprintf(stderr, "loadc: request failed: %s\n", fail_names[c->bad - 1]);
+            fprintf(stderr, "loadc: request failed: %s (status %d)\n", fail_names[c->bad - 1],
+                    c->status);
     } else {
         ok_count++;
         store_latency(now_ns() - c->sched);
@@ -446,6 +464,7 @@ static void send_request(struct client *c)
     c->complete = false;
     c->cors = false;
     c->bad = 0;
+    c->status = 0;
     c->peek_len = 0;
     c->t_send = now_ns();
     llhttp_init(&c->parser, HTTP_RESPONSE, &settings);
@@ -577,6 +596,7 @@ static int on_headers_complete(llhttp_t *p)
     struct client *c = p->data;
     c->in_value = false;
     c->hname_len = 0;
+    c->status = p->status_code;
     if (p->status_code != 200)
         mark_bad(c, F_STATUS);
     else if (want_cors && !c->cors)
@@ -618,6 +638,8 @@ static void sse_event(struct client *c, const char *e, size_t len, uint64_t now)
     if (t && t[14] == '0' && t[15] == ' ')
         return; /* the first event rides with the head: it is the TTFB, not a chunk delay */
     store_delay(now > stamp ? now - stamp : 0);
+    if (t_all_open && stamp >= t_all_open)
+        store_steady(now > stamp ? now - stamp : 0);
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
