@@ -16,7 +16,7 @@ esac
 
 cd "$(dirname "$0")/.."
 
-build_pkgs=(build-essential pkg-config libuv1-dev libcurl4-openssl-dev libssl-dev node-llhttp ca-certificates)
+build_pkgs=(build-essential pkg-config libuv1-dev libcurl4-openssl-dev libssl-dev libfyaml-dev node-llhttp ca-certificates)
 test_pkgs=(libcmocka-dev clang chromium openssl curl)
 
 pkgs=("${build_pkgs[@]}")

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fnmatch.h>
 #include <unistd.h>
 
 enum opt_kind { OPT_STR, OPT_LISTEN, OPT_INT, OPT_DURATION, OPT_SIZE, OPT_FLAG };
@@ -27,6 +28,8 @@ struct opt {
 #define W(f) sizeof(((struct config *)0)->f)
 
 static const struct opt opts[] = {
+    {"config", 'c', OPT_STR, OFF(config_file), W(config_file),
+     "YAML configuration file (settings by these names, upstreams:, routes:)"},
     {"listen", 'l', OPT_LISTEN, 0, 0, "HOST:PORT to listen on (default 0.0.0.0:8080)"},
     {"upstream", 'u', OPT_STR, OFF(upstream), W(upstream),
      "upstream base URL (default https://api.openai.com)"},
@@ -318,11 +321,105 @@ static int check_upstream(struct config *cfg)
     return 0;
 }
 
+int config_set(struct config *cfg, const char *name, const char *value)
+{
+    char norm[64];
+    size_t n = strlen(name);
+    const struct opt *o;
+
+    if (n >= sizeof(norm))
+        return -2;
+    for (size_t i = 0; i <= n; i++)
+        norm[i] = name[i] == '_' ? '-' : name[i];
+    o = find_long(norm, n);
+    if (o == NULL)
+        return -2;
+    if (o->kind == OPT_FLAG) {
+        int on;
+        if (!strcasecmp(value, "true") || !strcasecmp(value, "yes") || !strcasecmp(value, "on") ||
+            !strcmp(value, "1"))
+            on = 1;
+        else if (!strcasecmp(value, "false") || !strcasecmp(value, "no") ||
+                 !strcasecmp(value, "off") || !strcmp(value, "0"))
+            on = 0;
+        else
+            return -1;
+        /* --quiet is the one flag that turns something (the access log) off */
+        *(int *)((char *)cfg + o->offset) = o->offset == OFF(access_log) ? !on : on;
+        return 0;
+    }
+    return set_opt(cfg, o, value);
+}
+
+const struct route_def *config_route(const struct config *cfg, const char *path, size_t path_len,
+                                     const char *model)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct route_def *r = &cfg->routes[i];
+        size_t plen = strlen(r->path);
+        int ok = path_len >= plen && memcmp(path, r->path, plen) == 0;
+        if (ok && r->nmodels > 0) {
+            ok = 0;
+            for (size_t k = 0; model != NULL && k < r->nmodels && !ok; k++)
+                ok = fnmatch(r->models[k], model, 0) == 0;
+        }
+        if (ok)
+            return r;
+    }
+    return NULL;
+}
+
+/* Without a file's upstreams:, the command-line upstream is the only one, for every path. */
+static void finalize_routes(struct config *cfg)
+{
+    if (cfg->nupstreams == 0) {
+        struct upstream_def *u = &cfg->upstreams[cfg->nupstreams++];
+        memset(u, 0, sizeof(*u));
+        snprintf(u->name, sizeof(u->name), "default");
+        snprintf(u->url, sizeof(u->url), "%s", cfg->upstream);
+        snprintf(u->key_header, sizeof(u->key_header), "authorization");
+    }
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        struct upstream_def *u = &cfg->upstreams[i];
+        if (u->proxy[0] == '\0')
+            snprintf(u->proxy, sizeof(u->proxy), "%s", cfg->proxy);
+        if (u->ca_file[0] == '\0')
+            snprintf(u->ca_file, sizeof(u->ca_file), "%s", cfg->ca_file);
+    }
+    if (cfg->nroutes == 0) {
+        struct route_def *r = &cfg->routes[cfg->nroutes++];
+        memset(r, 0, sizeof(*r));
+        snprintf(r->path, sizeof(r->path), "/");
+        r->upstream = &cfg->upstreams[0];
+    }
+}
+
+/* -c FILE may come from the environment or anywhere on the command line; the file is read
+ * before both, so that they override it. */
+static const char *find_config_path(int argc, char **argv)
+{
+    const char *path = getenv("FERRY_CONFIG");
+
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            path = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+    }
+    return path && *path ? path : NULL;
+}
+
 int config_load(struct config *cfg, int argc, char **argv)
 {
     char env[64];
+    const char *file;
 
     config_defaults(cfg);
+    file = find_config_path(argc, argv);
+    if (file != NULL && config_file_load(cfg, file) != 0) {
+        fprintf(stderr, "ferry: %s: configuration refused\n", file);
+        return -1;
+    }
     for (size_t i = 0; i < NOPTS; i++) {
         const char *v;
         env_name(&opts[i], env, sizeof(env));
@@ -374,6 +471,7 @@ int config_load(struct config *cfg, int argc, char **argv)
         fprintf(stderr, "ferry: upstream '%s' is not an http:// or https:// URL\n", cfg->upstream);
         return -1;
     }
+    finalize_routes(cfg);
     if (cfg->proxy[0] && strncasecmp(cfg->proxy, "http://", 7) != 0 &&
         strncasecmp(cfg->proxy, "https://", 8) != 0 && strncasecmp(cfg->proxy, "socks5://", 9) != 0 &&
         strncasecmp(cfg->proxy, "socks5h://", 10) != 0 && strncasecmp(cfg->proxy, "socks4://", 9) != 0) {

@@ -6,6 +6,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define CONFIG_MAX_UPSTREAMS 32
+#define CONFIG_MAX_ROUTES 64
+
+/* One upstream: where requests go, through what, and with which keys. */
+struct upstream_def {
+    char name[64];
+    char url[2048];          /* base URL without trailing slash */
+    char proxy[1024];        /* egress proxy URL; empty: none */
+    char ca_file[1024];      /* empty: the system store */
+    char key_header[32];     /* "authorization" (Bearer KEY), "api-key" or "x-api-key" */
+    char **keys;             /* the pool; NULL when the client's own credentials go upstream */
+    size_t nkeys;
+    unsigned int next_key;   /* round-robin position, advanced atomically */
+};
+
+/* A route: requests whose path starts with path (and, when models is set, whose JSON body's
+ * "model" matches one of the globs) go to upstream. The first matching route wins. */
+struct route_def {
+    char path[256];
+    char **models;
+    size_t nmodels;
+    struct upstream_def *upstream;
+};
+
 struct config {
     char listen_host[256];
     int listen_port;
@@ -38,6 +62,15 @@ struct config {
     size_t max_connections;   /* per process; each worker takes its share */
 
     char drop_headers[1024];  /* comma list; an entry ending in '*' is a prefix */
+    char config_file[1024];   /* -c FILE; empty: none */
+
+    /* Always at least one upstream and one route: without a file's "upstreams", the upstream
+     * above (with --proxy and --ca-file) becomes "default", routed for every path. */
+    struct upstream_def upstreams[CONFIG_MAX_UPSTREAMS];
+    size_t nupstreams;
+    struct route_def routes[CONFIG_MAX_ROUTES];
+    size_t nroutes;
+    int model_routes;         /* some route looks at the request's model */
     int access_log;
     int half_close;           /* EOF after a complete request: finish the response */
 };
@@ -45,6 +78,18 @@ struct config {
 /* Fills *cfg from defaults, then the environment, then argv. Returns 0 to run,
  * 1 when --help/--version was printed (exit 0), -1 on a bad value (message printed). */
 int config_load(struct config *cfg, int argc, char **argv);
+
+/* Applies one option by its long name (dashes or underscores) from a string value, as a flag
+ * would. Returns 0, -1 for a bad value, -2 for an unknown name. */
+int config_set(struct config *cfg, const char *name, const char *value);
+
+/* Reads a YAML file into *cfg (see docs/configuration.md). On error prints
+ * "FILE:LINE:COLUMN: field: problem" on stderr and returns -1. */
+int config_file_load(struct config *cfg, const char *path);
+
+/* The route for a request path (and model, NULL when unknown), or NULL when none matches. */
+const struct route_def *config_route(const struct config *cfg, const char *path, size_t path_len,
+                                     const char *model);
 
 /* Parsers shared with tests. Return 0 on success, -1 on malformed input. */
 int config_parse_duration(const char *s, uint64_t *ms);

@@ -381,6 +381,16 @@ static void body_fail(struct conn *c, int status, const char *why, enum end_reas
     reject(c, status, why);
 }
 
+/* relay_body_end() refused: no route for the request's model, or no transfer. */
+static void body_end_failed(struct conn *c, int rc)
+{
+    if (rc == -404)
+        body_fail(c, 404, "no route for this request's path and model in the relay's configuration",
+                  END_REJECTED);
+    else
+        body_fail(c, -rc, "the relay could not start the upstream request", END_UPSTREAM_ERROR);
+}
+
 /* ---- request head ---- */
 
 static void begin_request(struct conn *c)
@@ -449,7 +459,7 @@ static int handle_head(struct conn *c)
     char tmp[1024], buf[4096];
     const char *path;
     size_t plen, n;
-    int has_body;
+    int has_body, status, rc;
     struct relay_req rq;
 
     c->http_minor = c->gh.http_minor;
@@ -513,8 +523,12 @@ static int handle_head(struct conn *c)
     rq.chunked = c->gh.chunked;
     rq.content_length = c->gh.has_cl ? c->gh.cl : 0;
     rq.http_minor = c->http_minor;
-    c->relay = relay_start(c, &rq);
+    c->relay = relay_start(c, &rq, &status);
     if (c->relay == NULL) {
+        if (status == 404) {
+            reject(c, 404, "no route for this request in the relay's configuration");
+            return 0;
+        }
         c->acc.end = END_UPSTREAM_ERROR;
         c->acc.status = 500;
         n = reply_error(buf, sizeof(buf), 500, "relay_error", "relay_error",
@@ -525,9 +539,12 @@ static int handle_head(struct conn *c)
     if (has_body && !c->msg_complete && c->gh.expect_continue && c->http_minor == 1)
         conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, 0);
     c->phase = c->msg_complete ? PHASE_WAIT : PHASE_BODY;
-    if (c->msg_complete && has_body && relay_body_end(c->relay) != 0) { /* Content-Length: 0 */
-        body_fail(c, 502, "the relay could not start the upstream request", END_UPSTREAM_ERROR);
-        return 0;
+    if (c->msg_complete && has_body) { /* Content-Length: 0 */
+        rc = relay_body_end(c->relay);
+        if (rc != 0) {
+            body_end_failed(c, rc);
+            return 0;
+        }
     }
     return 1;
 }
@@ -618,9 +635,9 @@ static int process_body(struct conn *c)
         c->body_left -= used;
     if (c->msg_complete) {
         c->phase = PHASE_WAIT;
-        if (relay_body_end(c->relay) != 0) {
-            body_fail(c, 502, "the relay could not start the upstream request",
-                      END_UPSTREAM_ERROR);
+        int rc = relay_body_end(c->relay);
+        if (rc != 0) {
+            body_end_failed(c, rc);
             return 0;
         }
     }

@@ -71,9 +71,10 @@ void log_access(const struct access *a, int enabled)
         return;
     timestamp(ts, sizeof(ts));
     n = snprintf(line, sizeof(line),
-                 "ts=%s client=%s method=%s path=%s status=%d upstream_status=%d bytes_in=%llu "
+                 "ts=%s client=%s method=%s path=%s upstream=%s status=%d upstream_status=%d bytes_in=%llu "
                  "bytes_out=%llu ttfb_ms=%.1f total_ms=%.1f end=%s\n",
                  ts, a->client, a->method[0] ? a->method : "-", a->path[0] ? a->path : "-",
+                 a->upstream[0] ? a->upstream : "-",
                  a->status, a->upstream_status, (unsigned long long)a->bytes_in,
                  (unsigned long long)a->bytes_out, ttfb, total, log_end_name(a->end));
     if (n > 0)

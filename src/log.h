@@ -13,6 +13,7 @@ struct access {
     char client[64];
     char method[24];
     char path[256];      /* request path without the query string, truncated */
+    char upstream[64];   /* name of the upstream chosen by the routes ("-": none) */
     int status;          /* what the client got (0: nothing) */
     int upstream_status; /* what the upstream answered (0: no answer) */
     uint64_t bytes_in;   /* request body bytes received from the client */

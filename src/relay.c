@@ -28,6 +28,9 @@ struct relay {
     struct worker *w;
     const struct config *cfg;
     CURL *easy;                /* NULL once the transfer is over */
+    const struct upstream_def *up; /* chosen by the routes; NULL until then */
+    char *path;                /* origin-form target as received */
+    size_t path_len;
     struct curl_slist *hdrs;   /* request fields as sent upstream */
     char *url;
     char method[24];
@@ -459,9 +462,9 @@ static int start_transfer(struct relay *r)
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)cfg->read_buffer_size);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
     /* Only the configured proxy: environment variables must not reroute (or reveal) calls. */
-    curl_easy_setopt(e, CURLOPT_PROXY, cfg->proxy);
-    if (cfg->ca_file[0])
-        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
+    curl_easy_setopt(e, CURLOPT_PROXY, r->up->proxy);
+    if (r->up->ca_file[0])
+        curl_easy_setopt(e, CURLOPT_CAINFO, r->up->ca_file);
     r->started = 1;
     if (strncmp(r->url, "https:", 6) == 0)
         curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
@@ -488,13 +491,118 @@ static int start_transfer(struct relay *r)
     return 0;
 }
 
-struct relay *relay_start(struct conn *c, const struct relay_req *rq)
+/* The top-level "model" string of a JSON object, for routing. Returns 0 and fills out, or -1
+ * (not an object, no such member, not a plain string). Skips nested values and strings with
+ * escapes correctly; never reads past n. */
+static int body_model(const char *b, size_t n, char *out, size_t cap)
+{
+    size_t i = 0;
+    int depth = 0, want_value = 0, is_key = 1;
+
+    while (i < n && isspace((unsigned char)b[i]))
+        i++;
+    if (i == n || b[i] != '{')
+        return -1;
+    for (; i < n; i++) {
+        char ch = b[i];
+        if (ch == '"') {
+            size_t start = ++i;
+            int esc = 0;
+            while (i < n && b[i] != '"') {
+                if (b[i] == '\\') {
+                    esc = 1;
+                    i++;
+                }
+                i++;
+            }
+            if (i >= n)
+                return -1;
+            if (depth == 1 && want_value) {
+                if (esc || i - start >= cap)
+                    return -1;
+                memcpy(out, b + start, i - start);
+                out[i - start] = '\0';
+                return 0;
+            }
+            if (depth == 1 && is_key)
+                want_value = (i - start == 5 && memcmp(b + start, "model", 5) == 0) ? 2 : 0;
+            continue;
+        }
+        if (ch == '{' || ch == '[')
+            depth++;
+        else if (ch == '}' || ch == ']')
+            depth--;
+        else if (depth == 1 && ch == ':') {
+            is_key = 0;
+            if (want_value == 2)
+                want_value = 1;
+            continue;
+        } else if (depth == 1 && ch == ',') {
+            is_key = 1;
+            want_value = 0;
+            continue;
+        } else if (isspace((unsigned char)ch)) {
+            continue;
+        }
+        if (depth < 1)
+            return -1;
+        if (want_value == 1) /* the member is not a string */
+            return -1;
+    }
+    return -1;
+}
+
+/* Settles the upstream for this request: its URL and, with a key pool, the key that replaces
+ * the client's credentials. Returns 0, or -404 when no route matches. */
+static int choose_upstream(struct relay *r, const char *model)
+{
+    const struct route_def *rt = config_route(r->cfg, r->path, r->path_len, model);
+    struct upstream_def *up;
+    size_t ulen;
+    int ok = 1;
+
+    if (rt == NULL)
+        return -404;
+    up = rt->upstream;
+    r->up = up;
+    ulen = strlen(up->url);
+    free(r->url);
+    r->url = malloc(ulen + r->path_len + 1);
+    if (r->url == NULL)
+        return -500;
+    memcpy(r->url, up->url, ulen);
+    memcpy(r->url + ulen, r->path, r->path_len);
+    r->url[ulen + r->path_len] = '\0';
+    snprintf(r->c->acc.upstream, sizeof(r->c->acc.upstream), "%s", up->name);
+    if (up->nkeys > 0) {
+        /* The pool key replaces whatever credentials the client sent: the real key never
+         * comes from, or goes back to, the client. */
+        struct curl_slist *l = NULL, *it;
+        unsigned int k = __atomic_fetch_add(&up->next_key, 1, __ATOMIC_RELAXED) % up->nkeys;
+        char line[4200];
+        for (it = r->hdrs; it != NULL && ok; it = it->next)
+            if (!is_credential(it->data))
+                l = append(l, it->data, &ok);
+        if (strcasecmp(up->key_header, "authorization") == 0)
+            snprintf(line, sizeof(line), "Authorization: Bearer %s", up->keys[k]);
+        else
+            snprintf(line, sizeof(line), "%s: %s", up->key_header, up->keys[k]);
+        l = append(l, line, &ok);
+        curl_slist_free_all(r->hdrs);
+        r->hdrs = l;
+        if (!ok)
+            return -500;
+    }
+    return 0;
+}
+
+struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *status)
 {
     const struct config *cfg = c->w->cfg;
     struct relay *r = calloc(1, sizeof(*r));
-    size_t ulen = strlen(cfg->upstream);
-    int ok = 1;
+    int ok = 1, rc;
 
+    *status = 500;
     if (r == NULL)
         return NULL;
     r->c = c;
@@ -506,16 +614,24 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq)
     r->has_body = rq->has_body;
     r->chunked = rq->chunked;
     r->content_length = rq->content_length;
-    r->url = malloc(ulen + rq->path_len + 1);
-    if (r->url == NULL)
+    r->path = malloc(rq->path_len + 1);
+    if (r->path == NULL)
         goto fail;
-    memcpy(r->url, cfg->upstream, ulen);
-    memcpy(r->url + ulen, rq->path, rq->path_len);
-    r->url[ulen + rq->path_len] = '\0';
+    memcpy(r->path, rq->path, rq->path_len);
+    r->path[rq->path_len] = '\0';
+    r->path_len = rq->path_len;
     r->hdrs = request_fields(rq, cfg->drop_headers, &ok);
     if (!ok)
         goto fail;
     r->buffered = r->has_body && !r->chunked && r->content_length <= cfg->buffer_size;
+    /* A route by model needs the body; without a small complete body it cannot match. */
+    if (!(cfg->model_routes && r->buffered)) {
+        rc = choose_upstream(r, NULL);
+        if (rc != 0) {
+            *status = -rc;
+            goto fail;
+        }
+    }
     if (r->has_body) {
         r->body_cap = r->buffered ? (size_t)r->content_length : cfg->buffer_size;
         r->body = malloc(r->body_cap ? r->body_cap : 1);
@@ -540,6 +656,7 @@ void relay_free(struct relay *r)
         upstream_remove(&r->w->up, r->easy);
     curl_slist_free_all(r->hdrs);
     free(r->url);
+    free(r->path);
     free(r->redirect_to);
     free(r->body);
     free(r->rh);
@@ -576,8 +693,16 @@ int relay_body_end(struct relay *r)
 {
     r->body_done = 1;
     r->t_sent = now_ms(r);
-    if (r->buffered && !r->started)
-        return start_transfer(r);
+    if (r->buffered && !r->started) {
+        if (r->up == NULL) {
+            char model[256];
+            int rc = choose_upstream(r, body_model(r->body, r->body_wr, model, sizeof(model)) == 0
+                                            ? model : NULL);
+            if (rc != 0)
+                return rc;
+        }
+        return start_transfer(r) == 0 ? 0 : -502;
+    }
     return 0;
 }
 
@@ -615,7 +740,7 @@ static void follow_redirect(struct relay *r)
 
     r->redirects++;
     if (origin_of(r->redirect_to, origin, sizeof(origin)) != 0 ||
-        origin_of(r->cfg->upstream, base, sizeof(base)) != 0 || strcmp(origin, base) != 0)
+        origin_of(r->up->url, base, sizeof(base)) != 0 || strcmp(origin, base) != 0)
         r->cross_origin = 1; /* sticky: credentials never go to another host */
     if (to_get) {
         snprintf(r->method, sizeof(r->method), "GET");

@@ -28,16 +28,19 @@ struct relay_req {
     int http_minor;
 };
 
-/* Starts the upstream transfer. Returns the relay, or NULL when it could not start (the caller
- * answers 500). The relay keeps copies of everything it needs from req. */
-struct relay *relay_start(struct conn *c, const struct relay_req *req);
+/* Starts the upstream transfer (for a small body of known length: prepares it, and the transfer
+ * starts at relay_body_end). Returns the relay, or NULL with *status set to the HTTP status the
+ * caller answers with (404: no route matches; 500: no memory or libcurl refused). The relay keeps
+ * copies of everything it needs from req. */
+struct relay *relay_start(struct conn *c, const struct relay_req *req, int *status);
 
 /* Free bytes in the request body buffer (it compacts when it must). */
 size_t relay_body_room(struct relay *r);
 /* Appends body bytes; n <= relay_body_room(). */
 void relay_body_append(struct relay *r, const char *p, size_t n);
 /* The client's body is complete. A small body of known length is sent from memory, so its
- * transfer starts only now. Returns 0, or -1 when the transfer could not start. */
+ * upstream is chosen (routes by model) and its transfer starts only now. Returns 0, or a negative
+ * HTTP status to answer with (-404 no route, -500, -502). */
 int relay_body_end(struct relay *r);
 /* New body bytes or the end were appended: let libcurl read again. Not from a curl callback. */
 void relay_body_wake(struct relay *r);

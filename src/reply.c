@@ -49,6 +49,7 @@ void reply_kind(int status, const char **type, const char **code)
     *type = status >= 500 ? "relay_error" : "invalid_request_error";
     switch (status) {
     case 400: *code = "bad_request"; break;
+    case 404: *code = "no_route"; break;
     case 405: *code = "method_not_allowed"; break;
     case 408: *code = "request_timeout"; break;
     case 413: *code = "request_too_large"; break;

@@ -315,8 +315,18 @@ int server_run(const struct config *cfg)
     }
     for (int i = 0; i < n; i++)
         uv_thread_create(&workers[i].thread, worker_thread, &workers[i]);
-    fprintf(stderr, "ferry %s listening on http://%s -> %s (%d thread%s)\n", FERRY_VERSION, shown,
-            cfg->upstream, n, n == 1 ? "" : "s");
+    fprintf(stderr, "ferry %s listening on http://%s -> ", FERRY_VERSION, shown);
+    for (size_t i = 0; i < cfg->nupstreams; i++) /* one word: name=url,name=url for several */
+        if (cfg->nupstreams == 1)
+            fprintf(stderr, "%s", cfg->upstreams[i].url);
+        else
+            fprintf(stderr, "%s%s=%s", i ? "," : "", cfg->upstreams[i].name, cfg->upstreams[i].url);
+    fprintf(stderr, " (%d thread%s)\n", n, n == 1 ? "" : "s");
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        if (cfg->upstreams[i].nkeys > 0 && cfg->nroutes > 0)
+            log_error("upstream %s has a key pool: anyone who can reach this relay spends those "
+                      "keys (relay-issued keys are not in this version yet)",
+                      cfg->upstreams[i].name);
     fflush(stderr);
 
     while (atomic_load(&workers_done) < started) {

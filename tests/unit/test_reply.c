@@ -585,7 +585,7 @@ static void kind_table(void **state)
         {414, "invalid_request_error", "request_line_too_long"},
         {417, "invalid_request_error", "expectation_failed"},
         {431, "invalid_request_error", "headers_too_large"},
-        {404, "invalid_request_error", "relay_error"},
+        {404, "invalid_request_error", "no_route"},
         {500, "relay_error", "relay_error"},
         {502, "relay_error", "upstream_unavailable"},
         {503, "relay_error", "relay_unavailable"},
