@@ -199,7 +199,7 @@ static void load_upstream(struct loader *l, struct fy_node *kn, const char *name
     }
     u = &cfg->upstreams[cfg->nupstreams++];
     memset(u, 0, sizeof(*u));
-    snprintf(u->name, sizeof(u->name), "%s", name);
+    memcpy(u->name, name, strlen(name) + 1); /* length checked above */
     snprintf(u->key_header, sizeof(u->key_header), "authorization");
     while ((p = fy_node_mapping_iterate(n, &it)) != NULL) {
         struct fy_node *k, *v = fy_node_pair_value(p);
