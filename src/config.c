@@ -30,6 +30,9 @@ struct opt {
 static const struct opt opts[] = {
     {"config", 'c', OPT_STR, OFF(config_file), W(config_file),
      "YAML configuration file (settings by these names, upstreams:, routes:)"},
+    {"auth", 0, OPT_STR, OFF(auth), W(auth),
+     "none: clients' own credentials go upstream (default); keys: relay-issued keys required"},
+    {"store", 0, OPT_STR, OFF(store), W(store), "SQLite database for keys and usage (default ./ferry.db)"},
     {"listen", 'l', OPT_LISTEN, 0, 0, "HOST:PORT to listen on (default 0.0.0.0:8080)"},
     {"upstream", 'u', OPT_STR, OFF(upstream), W(upstream),
      "upstream base URL (default https://api.openai.com)"},
@@ -114,6 +117,8 @@ static void config_defaults(struct config *cfg)
     snprintf(cfg->drop_headers, sizeof(cfg->drop_headers),
              "cookie,forwarded,via,x-forwarded-*,x-real-ip,cf-*");
     cfg->access_log = 1;
+    snprintf(cfg->store, sizeof(cfg->store), "./ferry.db");
+    snprintf(cfg->auth, sizeof(cfg->auth), "none");
 }
 
 int config_parse_duration(const char *s, uint64_t *ms)
@@ -477,6 +482,10 @@ int config_load(struct config *cfg, int argc, char **argv)
         strncasecmp(cfg->proxy, "socks5h://", 10) != 0 && strncasecmp(cfg->proxy, "socks4://", 9) != 0) {
         fprintf(stderr, "ferry: --proxy must be an http://, https://, socks4://, socks5:// or "
                         "socks5h:// URL\n");
+        return -1;
+    }
+    if (strcmp(cfg->auth, "none") != 0 && strcmp(cfg->auth, "keys") != 0) {
+        fprintf(stderr, "ferry: auth must be none or keys\n");
         return -1;
     }
     if (cfg->threads == 0)
