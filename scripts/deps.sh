@@ -17,7 +17,7 @@ esac
 cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential pkg-config libuv1-dev libcurl4-openssl-dev libssl-dev libfyaml-dev node-llhttp ca-certificates)
-test_pkgs=(libcmocka-dev clang chromium openssl curl)
+test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium openssl curl python3-h11 slowhttptest)
 
 pkgs=("${build_pkgs[@]}")
 if [ "$mode" = test ]; then
