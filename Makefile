@@ -1,6 +1,6 @@
 # ferry — build, test, run.  `make run` and `make test` are the two commands the README opens with.
 CC      ?= cc
-PKGS    := libuv libcurl openssl libfyaml
+PKGS    := libuv libcurl openssl libfyaml sqlite3
 LLHTTP_DIR ?= /usr/share/llhttp
 LLHTTP_INC ?= /usr/share/include/llhttp
 VERSION := 0.1.0

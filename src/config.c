@@ -74,6 +74,13 @@ static const struct opt opts[] = {
      W(max_response_header_bytes), "largest upstream response head, else 502 (default 64k)"},
     {"max-connections", 0, OPT_SIZE, OFF(max_connections), W(max_connections),
      "open client connections; past it new ones get 503 and are closed (default 10000)"},
+    {"max-retries", 0, OPT_INT, OFF(max_retries), W(max_retries),
+     "with a key pool: other keys tried on 401/429/5xx/connect errors before any byte reached "
+     "the client (default 2)"},
+    {"key-cooldown", 0, OPT_DURATION, OFF(key_cooldown), 0,
+     "how long a rate-limited pool key rests when the upstream sends no retry-after (default 10s)"},
+    {"key-probe-interval", 0, OPT_DURATION, OFF(key_probe_interval), 0,
+     "how often a disabled pool key is probed with GET /v1/models (default 60s)"},
     {"max-redirects", 0, OPT_INT, OFF(max_redirects), W(max_redirects),
      "upstream redirects followed (default 5, 0 = pass them to the client)"},
     {"drop-headers", 0, OPT_STR, OFF(drop_headers), W(drop_headers),
@@ -113,6 +120,9 @@ static void config_defaults(struct config *cfg)
     cfg->max_response_header_bytes = 65536;
     cfg->read_buffer_size = 8192;
     cfg->max_redirects = 5;
+    cfg->max_retries = 2;
+    cfg->key_cooldown = 10000;
+    cfg->key_probe_interval = 60000;
     cfg->max_connections = 10000;
     snprintf(cfg->drop_headers, sizeof(cfg->drop_headers),
              "cookie,forwarded,via,x-forwarded-*,x-real-ip,cf-*");
@@ -386,6 +396,8 @@ static void finalize_routes(struct config *cfg)
     }
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         struct upstream_def *u = &cfg->upstreams[i];
+        if (u->nkeys > 0 && u->health == NULL)
+            u->health = calloc(u->nkeys, sizeof(*u->health)); /* lives as long as the process */
         if (u->proxy[0] == '\0')
             snprintf(u->proxy, sizeof(u->proxy), "%s", cfg->proxy);
         if (u->ca_file[0] == '\0')

@@ -9,6 +9,14 @@
 #define CONFIG_MAX_UPSTREAMS 32
 #define CONFIG_MAX_ROUTES 64
 
+/* A pool key's health, shared by every worker thread (touched with atomic builtins only). */
+struct key_health {
+    int64_t cooldown_until; /* ms (pool_now): rate-limited until then */
+    int disabled;           /* rejected (401) or out of quota: only probes use it */
+    int64_t next_probe;     /* ms (pool_now) of the next probe of a disabled key */
+    int probing;            /* a probe is in flight */
+};
+
 /* One upstream: where requests go, through what, and with which keys. */
 struct upstream_def {
     char name[64];
@@ -19,6 +27,7 @@ struct upstream_def {
     char **keys;             /* the pool; NULL when the client's own credentials go upstream */
     size_t nkeys;
     unsigned int next_key;   /* round-robin position, advanced atomically */
+    struct key_health *health; /* nkeys entries */
 };
 
 /* A route: requests whose path starts with path (and, when models is set, whose JSON body's
@@ -59,6 +68,9 @@ struct config {
     size_t max_response_header_bytes;
     size_t read_buffer_size;  /* libcurl's receive buffer per transfer */
     int max_redirects;
+    int max_retries;          /* other pool keys tried before any byte reached the client */
+    uint64_t key_cooldown;    /* ms a rate-limited key rests when the upstream gives no retry-after */
+    uint64_t key_probe_interval; /* ms between probes of a disabled key */
     size_t max_connections;   /* per process; each worker takes its share */
 
     char drop_headers[1024];  /* comma list; an entry ending in '*' is a prefix */

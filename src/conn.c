@@ -16,6 +16,8 @@
 #include "server.h"
 
 #define IN_INITIAL 8192
+#define NO_KEY_MESSAGE                                                                             \
+    "every key of this upstream is resting after a rate limit or disabled; retry later"
 #define LINGER_MS 5000
 
 struct wreq {
@@ -387,6 +389,8 @@ static void body_end_failed(struct conn *c, int rc)
     if (rc == -404)
         body_fail(c, 404, "no route for this request's path and model in the relay's configuration",
                   END_REJECTED);
+    else if (rc == -503)
+        body_fail(c, 503, NO_KEY_MESSAGE, END_UPSTREAM_ERROR);
     else
         body_fail(c, -rc, "the relay could not start the upstream request", END_UPSTREAM_ERROR);
 }
@@ -527,6 +531,10 @@ static int handle_head(struct conn *c)
     if (c->relay == NULL) {
         if (status == 404) {
             reject(c, 404, "no route for this request in the relay's configuration");
+            return 0;
+        }
+        if (status == 503) {
+            reject(c, 503, NO_KEY_MESSAGE);
             return 0;
         }
         c->acc.end = END_UPSTREAM_ERROR;

@@ -18,17 +18,25 @@
 #include "conn.h"
 #include "cors.h"
 #include "headers.h"
+#include "pool.h"
 #include "reply.h"
 #include "server.h"
 
 enum framing { FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
 
 struct relay {
+    struct upstream_job job;   /* first: libcurl's PRIVATE points here */
     struct conn *c;
     struct worker *w;
     const struct config *cfg;
     CURL *easy;                /* NULL once the transfer is over */
-    const struct upstream_def *up; /* chosen by the routes; NULL until then */
+    struct upstream_def *up;   /* chosen by the routes; NULL until then */
+    int key;                   /* pool key in use (-1: the client's own credentials) */
+    int attempts;              /* transfers started after the first (pool retries) */
+    struct curl_slist *sent;   /* hdrs + the pool key, as given to libcurl */
+    int holding;               /* an error answer held back until judged (pool upstreams) */
+    char *hold;
+    size_t hold_len, hold_cap;
     char *path;                /* origin-form target as received */
     size_t path_len;
     struct curl_slist *hdrs;   /* request fields as sent upstream */
@@ -312,6 +320,10 @@ static int send_head(struct relay *r)
     for (size_t i = 0; i < n; i++) {
         if (!keep[i])
             continue;
+        /* With a pool key, the account behind it is not the client's business. */
+        if (r->key >= 0 && (headers_name_is(fields[i].name, fields[i].name_len, "openai-organization") ||
+                            headers_name_is(fields[i].name, fields[i].name_len, "openai-project")))
+            continue;
         memcpy(head + len, fields[i].name, fields[i].name_len);
         len += fields[i].name_len;
         memcpy(head + len, ": ", 2);
@@ -356,6 +368,10 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
     if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
         if (r->status < 200)
             return n; /* interim response (100, 103): not relayed */
+        if (r->key >= 0 && (r->status == 401 || r->status == 429 || r->status >= 500)) {
+            r->holding = 1; /* judged at the end: another key may get a real answer */
+            return n;
+        }
         return send_head(r) == 0 ? n : 0;
     }
     if (r->rh_len + n > r->cfg->max_response_header_bytes) {
@@ -378,11 +394,43 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
     return n;
 }
 
+#define HOLD_MAX 16384
+
+/* Sends a held answer on to the client as it came. */
+static int release_held(struct relay *r)
+{
+    r->holding = 0;
+    if (send_head(r) != 0)
+        return -1;
+    if (r->hold_len > 0 && r->framing != FRAME_NONE)
+        conn_send(r->c, NULL, 0, r->hold, r->hold_len, r->framing == FRAME_CHUNKED);
+    r->hold_len = 0;
+    return 0;
+}
+
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
 {
     struct relay *r = userp;
     size_t n = size * nmemb;
 
+    if (r->holding) {
+        if (r->hold_len + n <= HOLD_MAX) {
+            if (r->hold_len + n > r->hold_cap) {
+                size_t cap = r->hold_len + n > 4096 ? HOLD_MAX : 4096;
+                char *p = realloc(r->hold, cap);
+                if (p == NULL)
+                    return 0;
+                r->hold = p;
+                r->hold_cap = cap;
+            }
+            memcpy(r->hold + r->hold_len, ptr, n);
+            r->hold_len += n;
+            return n;
+        }
+        /* Too long for an error answer: relay it as it is. */
+        if (release_held(r) != 0)
+            return 0;
+    }
     if (!r->head_sent)
         return 0;
     if (conn_write_queue(r->c) >= r->cfg->buffer_size) {
@@ -421,6 +469,8 @@ static size_t on_upload(char *buf, size_t size, size_t nitems, void *userp)
 
 /* ---- transfers ---- */
 
+static void on_transfer_done(struct upstream_job *job, CURL *easy, CURLcode result);
+
 /* An idle TLS connection then holds no read/write buffers (about 34 KiB each otherwise). */
 static CURLcode on_ssl_ctx(CURL *e, void *ssl_ctx, void *userp)
 {
@@ -430,20 +480,50 @@ static CURLcode on_ssl_ctx(CURL *e, void *ssl_ctx, void *userp)
     return CURLE_OK;
 }
 
-static int start_transfer(struct relay *r)
+/* The fields for this attempt: the client's, plus a healthy pool key when the upstream has a
+ * pool (never after a redirect left the upstream's origin). Returns 0, -503 when no key is
+ * healthy, -500 without memory. */
+static int apply_key(struct relay *r)
+{
+    struct curl_slist *l = NULL, *it;
+    char line[4200];
+    int ok = 1, k;
+
+    curl_slist_free_all(r->sent);
+    r->sent = NULL;
+    if (r->up->nkeys == 0 || r->cross_origin)
+        return 0;
+    k = pool_pick(r->up, pool_now(), r->key);
+    if (k < 0)
+        return -503;
+    r->key = k;
+    for (it = r->hdrs; it != NULL && ok; it = it->next)
+        l = append(l, it->data, &ok);
+    if (strcasecmp(r->up->key_header, "authorization") == 0)
+        snprintf(line, sizeof(line), "Authorization: Bearer %s", r->up->keys[k]);
+    else
+        snprintf(line, sizeof(line), "%s: %s", r->up->key_header, r->up->keys[k]);
+    l = append(l, line, &ok);
+    explicit_bzero(line, sizeof(line));
+    r->sent = l;
+    return ok ? 0 : -500;
+}
+
+/* Starts a transfer with the fields apply_key() settled. Returns 0 or -500. */
+static int start_easy(struct relay *r)
 {
     const struct config *cfg = r->cfg;
     CURL *e = upstream_easy(&r->w->up);
 
     if (e == NULL)
-        return -1;
+        return -500;
     r->easy = e;
     r->errbuf[0] = '\0';
     r->upload_paused = r->recv_paused = 0;
     r->rh_len = 0;
     r->status = 0;
     curl_easy_setopt(e, CURLOPT_URL, r->url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, &r->job);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
@@ -460,7 +540,7 @@ static int start_transfer(struct relay *r)
     /* libcurl's default 16 KiB receive buffer is most of what an open stream costs; SSE events
      * are far smaller. */
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)cfg->read_buffer_size);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->sent ? r->sent : r->hdrs);
     /* Only the configured proxy: environment variables must not reroute (or reveal) calls. */
     curl_easy_setopt(e, CURLOPT_PROXY, r->up->proxy);
     if (r->up->ca_file[0])
@@ -486,9 +566,16 @@ static int start_transfer(struct relay *r)
     if (upstream_add(&r->w->up, e) != 0) {
         upstream_remove(&r->w->up, e);
         r->easy = NULL;
-        return -1;
+        return -500;
     }
     return 0;
+}
+
+/* Returns 0, or a negative HTTP status: -503 (no healthy pool key), -500. */
+static int start_transfer(struct relay *r)
+{
+    int rc = apply_key(r);
+    return rc != 0 ? rc : start_easy(r);
 }
 
 /* The top-level "model" string of a JSON object, for routing. Returns 0 and fills out, or -1
@@ -575,19 +662,12 @@ static int choose_upstream(struct relay *r, const char *model)
     r->url[ulen + r->path_len] = '\0';
     snprintf(r->c->acc.upstream, sizeof(r->c->acc.upstream), "%s", up->name);
     if (up->nkeys > 0) {
-        /* The pool key replaces whatever credentials the client sent: the real key never
-         * comes from, or goes back to, the client. */
+        /* A pool key (added per transfer) replaces whatever credentials the client sent: the
+         * real key never comes from, or goes back to, the client. */
         struct curl_slist *l = NULL, *it;
-        unsigned int k = __atomic_fetch_add(&up->next_key, 1, __ATOMIC_RELAXED) % up->nkeys;
-        char line[4200];
         for (it = r->hdrs; it != NULL && ok; it = it->next)
             if (!is_credential(it->data))
                 l = append(l, it->data, &ok);
-        if (strcasecmp(up->key_header, "authorization") == 0)
-            snprintf(line, sizeof(line), "Authorization: Bearer %s", up->keys[k]);
-        else
-            snprintf(line, sizeof(line), "%s: %s", up->key_header, up->keys[k]);
-        l = append(l, line, &ok);
         curl_slist_free_all(r->hdrs);
         r->hdrs = l;
         if (!ok)
@@ -605,6 +685,8 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     *status = 500;
     if (r == NULL)
         return NULL;
+    r->job.done = on_transfer_done;
+    r->key = -1;
     r->c = c;
     r->w = c->w;
     r->cfg = cfg;
@@ -640,8 +722,13 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     } else {
         r->t_sent = now_ms(r);
     }
-    if (!r->buffered && start_transfer(r) != 0)
-        goto fail;
+    if (!r->buffered) {
+        rc = start_transfer(r);
+        if (rc != 0) {
+            *status = -rc;
+            goto fail;
+        }
+    }
     return r;
 fail:
     relay_free(r);
@@ -655,6 +742,8 @@ void relay_free(struct relay *r)
     if (r->easy != NULL)
         upstream_remove(&r->w->up, r->easy);
     curl_slist_free_all(r->hdrs);
+    curl_slist_free_all(r->sent);
+    free(r->hold);
     free(r->url);
     free(r->path);
     free(r->redirect_to);
@@ -701,7 +790,7 @@ int relay_body_end(struct relay *r)
             if (rc != 0)
                 return rc;
         }
-        return start_transfer(r) == 0 ? 0 : -502;
+        return start_transfer(r);
     }
     return 0;
 }
@@ -763,6 +852,61 @@ static void follow_redirect(struct relay *r)
     r->t_sent = now_ms(r);
 }
 
+/* retry-after-ms or retry-after (seconds) of the held answer, in ms; 0 when absent. */
+static int64_t held_retry_after(struct relay *r)
+{
+    struct hdr fields[256];
+    size_t n = parse_fields(r, fields, 256);
+    int i = headers_find(fields, n, "retry-after-ms");
+    int64_t v = 0;
+    const char *p;
+    size_t len;
+
+    if (i < 0)
+        i = headers_find(fields, n, "retry-after");
+    if (i < 0)
+        return 0;
+    p = fields[i].value;
+    len = fields[i].value_len;
+    for (size_t k = 0; k < len && p[k] >= '0' && p[k] <= '9' && v < 86400000; k++)
+        v = v * 10 + (p[k] - '0');
+    return headers_name_is(fields[i].name, fields[i].name_len, "retry-after") ? v * 1000 : v;
+}
+
+/* A pool upstream answered 401/429/5xx or failed before the head: judge the key and, when the
+ * request can be sent again and another key is healthy, send it again. Returns 1 when a new
+ * attempt started. */
+static int pool_retry(struct relay *r, CURLcode result)
+{
+    enum pool_verdict v;
+
+    if (r->key < 0 || r->head_sent || r->timed_out)
+        return 0;
+    if (r->holding)
+        v = result == CURLE_OK ? pool_judge(r->status, r->hold, r->hold_len) : POOL_RETRY;
+    else if (result != CURLE_OK && r->fail_msg == NULL)
+        v = POOL_RETRY;
+    else
+        return 0;
+    pool_report(r->cfg, r->up, r->key, v, v == POOL_COOLDOWN ? held_retry_after(r) : 0,
+                pool_now());
+    if (v == POOL_OK || r->attempts >= r->cfg->max_retries)
+        return 0;
+    if (r->has_body && (!r->body_done || r->body_discarded))
+        return 0; /* a streamed body cannot be sent twice */
+    if (apply_key(r) != 0)
+        return 0; /* no other healthy key: the held answer goes to the client */
+    r->attempts++;
+    r->holding = 0;
+    r->hold_len = 0;
+    r->rh_len = 0;
+    r->status = 0;
+    r->body_rd = 0;
+    r->c->acc.upstream_status = 0;
+    r->t_sent = now_ms(r);
+    return start_easy(r) == 0;
+}
+
 static void finish(struct relay *r, CURLcode result)
 {
     struct conn *c = r->c;
@@ -777,6 +921,19 @@ static void finish(struct relay *r, CURLcode result)
             conn_arm(c);
             return;
         }
+        result = CURLE_FAILED_INIT;
+    }
+    if (pool_retry(r, result)) {
+        conn_arm(c);
+        return;
+    }
+    if (r->holding && r->status == 401) {
+        /* The upstream's 401 echoes the pool key, masked: never relay it. */
+        r->holding = 0;
+        r->fail_msg = "the upstream rejected the relay's key for it (401); the key is disabled and "
+                      "will be probed until it works again";
+        result = CURLE_FAILED_INIT;
+    } else if (r->holding && result == CURLE_OK && release_held(r) != 0) {
         result = CURLE_FAILED_INIT;
     }
     if (result == CURLE_OK && r->head_sent) {
@@ -798,6 +955,9 @@ static void finish(struct relay *r, CURLcode result)
         status = 504;
         snprintf(msg, sizeof(msg), "upstream connection timed out: %s",
                  r->errbuf[0] ? r->errbuf : curl_easy_strerror(result));
+    } else if (r->fail_msg != NULL && r->key >= 0 && !r->head_sent && r->status == 401) {
+        status = 502;
+        snprintf(msg, sizeof(msg), "%s", r->fail_msg);
     } else {
         status = 502;
         snprintf(msg, sizeof(msg), "upstream request failed: %s",
@@ -814,11 +974,10 @@ static void finish(struct relay *r, CURLcode result)
     conn_response_done(c, 1);
 }
 
-void relay_upstream_done(CURL *easy, CURLcode result)
+static void on_transfer_done(struct upstream_job *job, CURL *easy, CURLcode result)
 {
-    struct relay *r = NULL;
+    struct relay *r = (struct relay *)job;
 
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
     upstream_remove(&r->w->up, easy);
     r->easy = NULL;
     finish(r, result);

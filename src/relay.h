@@ -60,7 +60,4 @@ int relay_head_sent(const struct relay *r);
 
 void relay_free(struct relay *r);
 
-/* libcurl's completion notice for any relay transfer (upstream_done_cb). */
-void relay_upstream_done(CURL *easy, CURLcode result);
-
 #endif

@@ -74,6 +74,8 @@ static void worker_stop(struct worker *w)
     if (w->stopping == 2)
         return;
     w->stopping = 2;
+    if (w->has_prober)
+        pool_prober_stop(&w->prober);
     upstream_close(&w->up);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->idle, NULL);
@@ -206,7 +208,7 @@ static int worker_init(struct worker *w, const struct config *cfg, int id, int f
     w->hdr_scratch = calloc(cfg->max_headers + 1, sizeof(struct hdr));
     if (w->hdr_scratch == NULL || uv_loop_init(&w->loop) != 0)
         return -1;
-    if (upstream_init(&w->up, &w->loop, relay_upstream_done) != 0)
+    if (upstream_init(&w->up, &w->loop) != 0)
         return -1;
     uv_tcp_init(&w->loop, &w->listener);
     w->listener.data = w;
@@ -223,6 +225,11 @@ static int worker_init(struct worker *w, const struct config *cfg, int id, int f
     w->idle.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
+    for (size_t i = 0; id == 0 && !w->has_prober && i < cfg->nupstreams; i++)
+        if (cfg->upstreams[i].nkeys > 0) {
+            pool_prober_start(&w->prober, cfg, &w->up, &w->loop);
+            w->has_prober = 1;
+        }
     return 0;
 }
 

@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "headers.h"
+#include "pool.h"
 #include "upstream.h"
 
 struct conn;
@@ -23,6 +24,8 @@ struct worker {
     uv_idle_t idle;        /* runs deferred connection work next loop turn */
     uv_timer_t drain_timer;
     struct upstream up;
+    struct pool_prober prober; /* worker 0 only, when some upstream has a key pool */
+    int has_prober;
     struct conn *conns;    /* every open connection (doubly linked) */
     struct conn *deferred; /* connections with deferred work (singly linked) */
     size_t nconns;

@@ -18,8 +18,11 @@ static void check_done(struct upstream *u)
     int left;
 
     while ((msg = curl_multi_info_read(u->multi, &left)) != NULL) {
-        if (msg->msg == CURLMSG_DONE)
-            u->on_done(msg->easy_handle, msg->data.result);
+        struct upstream_job *job = NULL;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
+        job->done(job, msg->easy_handle, msg->data.result);
     }
 }
 
@@ -103,10 +106,9 @@ static int on_timeout(CURLM *multi, long ms, void *userp)
     return 0;
 }
 
-int upstream_init(struct upstream *u, uv_loop_t *loop, upstream_done_cb on_done)
+int upstream_init(struct upstream *u, uv_loop_t *loop)
 {
     u->loop = loop;
-    u->on_done = on_done;
     u->nspare = 0;
     u->closed = 0;
     u->multi = curl_multi_init();

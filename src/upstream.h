@@ -7,21 +7,28 @@
 #include <curl/curl.h>
 #include <uv.h>
 
+struct upstream_job;
+
 /* Called outside any libcurl callback when a transfer ends; the callee must upstream_remove()
  * the easy handle (it owns it again). */
-typedef void (*upstream_done_cb)(CURL *easy, CURLcode result);
+typedef void (*upstream_done_cb)(struct upstream_job *job, CURL *easy, CURLcode result);
+
+/* Every transfer's CURLOPT_PRIVATE points to one of these, the first member of its owner (a
+ * relay, a key probe), so that completions reach the right code. */
+struct upstream_job {
+    upstream_done_cb done;
+};
 
 struct upstream {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
-    upstream_done_cb on_done;
     CURL *spare[64]; /* easy handles kept for reuse: reset, not re-created */
     int nspare;
     int closed;
 };
 
-int upstream_init(struct upstream *u, uv_loop_t *loop, upstream_done_cb on_done);
+int upstream_init(struct upstream *u, uv_loop_t *loop);
 
 /* Cleans the multi handle up (closing its cached connections) and closes the timer. The loop
  * must run once more for the handles to close. */

@@ -53,6 +53,7 @@ enum route {
     R_REDIRECT,
     R_LOG,
     R_RESET,
+    R_KEY_FAULTS,
     R_MOCK_NOT_FOUND,
 };
 
@@ -96,6 +97,7 @@ struct exch {
     unsigned long id; /* log id; 0 for /__mock/ requests */
     /* faults */
     int fault_status, delay_ms, chunks, chunk_delay_ms, close_after;
+    bool quota; /* a 429 fault is insufficient_quota, not a rate limit */
     bool reset_before, reset_mid, bad_framing;
     /* answer progress */
     int status, events;
@@ -997,6 +999,36 @@ static int answer_not_found(struct conn *c)
     return rc;
 }
 
+/* Per-key faults, set with POST /__mock/key-faults (header x-mock-key-faults: KEY=STATUS,...;
+ * STATUS 429q means out of quota). They apply to every request whose Bearer key matches, probes
+ * included, until replaced: the way a provider's view of a key changes under a relay. */
+static pthread_mutex_t key_faults_mu = PTHREAD_MUTEX_INITIALIZER;
+static char key_faults[4096];
+
+static void key_fault_of(struct exch *x)
+{
+    const struct header *h = find_header(x, "authorization");
+    const char *p;
+    size_t klen;
+
+    if (h == NULL || h->value_len <= 7 || strncasecmp(h->value, "Bearer ", 7) != 0)
+        return;
+    klen = h->value_len - 7;
+    pthread_mutex_lock(&key_faults_mu);
+    for (p = key_faults; *p;) {
+        size_t len = strcspn(p, ",");
+        const char *eq = memchr(p, '=', len);
+        if (eq && (size_t)(eq - p) == klen && memcmp(p, h->value + 7, klen) == 0) {
+            x->fault_status = atoi(eq + 1);
+            x->quota = eq[4] == 'q';
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    pthread_mutex_unlock(&key_faults_mu);
+}
+
 /* x-mock-status: OpenAI's error bodies and headers for the codes clients treat specially. */
 static int answer_fault(struct conn *c)
 {
@@ -1025,6 +1057,11 @@ static int answer_fault(struct conn *c)
         mbuf_free(&msg);
         return rc;
     }
+    if (status == 429 && x->quota)
+        return answer_error(c, 429,
+                            "You exceeded your current quota, please check your plan and billing "
+                            "details.",
+                            "insufficient_quota", "insufficient_quota", NULL);
     if (status == 429)
         return answer_error(
             c, 429, "Rate limit reached for requests", "requests", "rate_limit_exceeded",
@@ -1142,6 +1179,17 @@ static int answer_internal(struct conn *c)
         rc = answer_json(c, 200, &m, NULL);
         mbuf_free(&m);
         return rc;
+    case R_KEY_FAULTS: {
+        const struct header *h = find_header(&c->x, "x-mock-key-faults");
+        pthread_mutex_lock(&key_faults_mu);
+        snprintf(key_faults, sizeof(key_faults), "%.*s", h ? (int)h->value_len : 0,
+                 h ? h->value : "");
+        pthread_mutex_unlock(&key_faults_mu);
+        mbuf_str(&m, "{\"ok\":true}\n");
+        rc = answer_json(c, 200, &m, NULL);
+        mbuf_free(&m);
+        return rc;
+    }
     case R_RESET:
         log_reset();
         mbuf_str(&m, "{\"ok\":true}\n");
@@ -1209,6 +1257,7 @@ static enum route route_of(const char *method, const char *target)
         {NULL, "/__mock/redirect", R_REDIRECT},
         {"GET", "/__mock/log", R_LOG},
         {"POST", "/__mock/reset", R_RESET},
+        {"POST", "/__mock/key-faults", R_KEY_FAULTS},
     };
     size_t len = strcspn(target, "?");
     if (strncmp(target, "/__mock/echo", 12) == 0)
@@ -1298,6 +1347,8 @@ static int on_headers_complete(llhttp_t *p)
         const struct header *h = find_header(x, "x-mock-reset");
         long status = header_num(x, "x-mock-status", 0, 0, 999);
         x->fault_status = status >= 400 && status <= 599 ? (int)status : 0;
+        x->quota = false;
+        key_fault_of(x);
         x->delay_ms = (int)header_num(x, "x-mock-delay-ms", 0, 0, 3600000);
         x->chunks = (int)header_num(x, "x-mock-chunks", 5, 0, TOKENS_MAX);
         x->chunk_delay_ms = (int)header_num(x, "x-mock-chunk-delay-ms", 0, 0, 3600000);
