@@ -113,6 +113,14 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* Upgrade is hop-by-hop: ferry relays such a request as a plain one (the upstream never sees the
+ * Upgrade field), so llhttp must not treat what follows on the connection as another protocol. */
+static int on_headers_complete(llhttp_t *p)
+{
+    p->upgrade = 0;
+    return 0;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
@@ -134,6 +142,7 @@ static const llhttp_settings_t parser_settings = {
     .on_url = on_url,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
@@ -590,7 +599,7 @@ static int process_head(struct conn *c)
         return 0;
     }
     if (err == HPE_PAUSED_UPGRADE) {
-        c->msg_complete = 1; /* Upgrade is hop-by-hop: relayed as a plain request, then close */
+        c->msg_complete = 1; /* defensive: on_headers_complete clears upgrade, CONNECT is refused */
         c->close_after = 1;
     }
     c->in_pos += (size_t)r;
