@@ -16,7 +16,7 @@ esac
 
 cd "$(dirname "$0")/.."
 
-build_pkgs=(build-essential pkg-config libuv1-dev libcurl4-openssl-dev libssl-dev libfyaml-dev node-llhttp ca-certificates)
+build_pkgs=(build-essential pkg-config libuv1-dev libcurl4-openssl-dev libssl-dev libfyaml-dev libsqlite3-dev node-llhttp ca-certificates)
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev chromium openssl curl python3-h11 slowhttptest)
 
 pkgs=("${build_pkgs[@]}")

@@ -1,8 +1,9 @@
-/* main — ferry's entry point: reads the settings and runs the relay, or checks a configuration
- * file (ferry check-config -c FILE). */
+/* main — ferry's entry point: reads the settings and runs the relay, checks a configuration
+ * file (ferry check-config -c FILE), or runs a store subcommand (ferry keys ..., ferry usage). */
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
 #include "config.h"
 #include "server.h"
 
@@ -27,15 +28,25 @@ int main(int argc, char **argv)
 {
     static struct config cfg; /* read-only for every thread once loaded */
     int checking = argc > 1 && strcmp(argv[1], "check-config") == 0;
+    int command = argc > 1 && cli_is_command(argv[1]);
+    int settings = argc; /* the arguments config_load reads */
     int rc;
 
     if (checking) {
         argv[1] = argv[0];
         argc--;
         argv++;
+        settings = argc;
+    } else if (command) {
+        /* -c FILE and --store go to config_load, the subcommand's own flags to cli_run. */
+        settings = cli_split_args(argc, argv);
+        if (settings < 0)
+            return 1;
     }
-    rc = config_load(&cfg, argc, argv);
+    rc = config_load(&cfg, settings, argv);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
+    if (command)
+        return cli_run(&cfg, argc - settings, argv + settings);
     return checking ? check_config(&cfg) : server_run(&cfg);
 }
