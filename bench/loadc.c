@@ -2,7 +2,11 @@
  *
  *   loadc stream --port P -k K [--chunks N --delay-ms MS --open-max M --deadline S --pid PID...]
  *     K concurrent SSE chat completions through a relay (at most M waiting for their first byte
- *     at once, so the relay's accept queue never overflows). Every stream is checked: status 200,
+ *     at once, so the relay's accept queue never overflows). With --hold-ms H --go-port UP the
+ *     upstream holds every stream after its first event; once all K have their first byte, loadc
+ *     sends POST /__bench/go straight to the upstream (port UP) and the chunks start flowing: all
+ *     K streams are open at once, and the relay's CPU is split into opening (per stream) and
+ *     relaying (per chunk). Every stream is checked: status 200,
  *     Access-Control-Allow-Origin: *, N content events in order, the finish event, data: [DONE],
  *     a clean end. Reports time to first byte, per-event delay (now - the upstream's t_ns stamp,
  *     both CLOCK_MONOTONIC on this machine), and for the relay's PIDs the CPU time per event
@@ -86,7 +90,15 @@ static struct sockaddr_in addr;
 static int port, k_streams = 100, chunks = 50, delay_ms = 100, open_max = 256;
 static double deadline_s = 60, rate = 1000, duration_s = 5;
 static int conns = 32;
-static bool want_cors = true; /* --no-cors for runs straight at the upstream */
+static bool want_cors = true; /* --cors 0 for runs straight at the upstream */
+static int hold_ms, go_port;
+static bool go_sent;
+static uint64_t t_go, events_at_go;
+static double cpu_go_s;
+static long rss_go_kb, fds_go;
+static uv_tcp_t go_tcp;
+static uv_connect_t go_creq;
+static uv_write_t go_wreq;
 static int pids[MAX_PIDS], npids;
 static llhttp_settings_t settings;
 static char request[1024];
@@ -166,6 +178,21 @@ static long proc_rss_kb(void)
     return total;
 }
 
+static long proc_fds(void)
+{
+    long total = 0;
+    for (int i = 0; i < npids; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/fd", pids[i]);
+        uv_fs_t req;
+        int n = uv_fs_scandir(loop, &req, path, 0, NULL);
+        if (n > 0)
+            total += n;
+        uv_fs_req_cleanup(&req);
+    }
+    return total;
+}
+
 /* ---- results ---- */
 
 static int cmp_u32(const void *a, const void *b)
@@ -226,12 +253,19 @@ static void report(void)
         printf(",");
         print_pcts("steady_delay_ms", steady_us, n_steady);
         if (npids > 0) {
-            printf(",\"cpu_s\":%.3f,\"cpu_us_per_event\":%.3f,\"rss_base_kb\":%ld,"
-                   "\"rss_peak_kb\":%ld,\"rss_all_open_kb\":%ld,\"kb_per_stream\":%.2f",
-                   cpu, events_total ? cpu * 1e6 / (double)events_total : -1.0, rss_base_kb,
-                   rss_peak_kb, rss_at_all_open_kb,
+            /* with a hold, chunks flow only after the go: CPU after it is relaying only */
+            double relay = go_sent ? cpu_end_s - cpu_go_s : cpu;
+            uint64_t relay_events = go_sent ? events_total - events_at_go : events_total;
+            printf(",\"cpu_s\":%.3f,\"cpu_us_per_event\":%.3f,\"cpu_us_per_open\":%.3f,"
+                   "\"rss_base_kb\":%ld,\"rss_peak_kb\":%ld,\"rss_all_open_kb\":%ld,"
+                   "\"rss_go_kb\":%ld,\"fds_go\":%ld,\"kb_per_stream\":%.2f",
+                   cpu, relay_events ? relay * 1e6 / (double)relay_events : -1.0,
+                   go_sent ? (cpu_go_s - cpu_base_s) * 1e6 / k_streams : -1.0, rss_base_kb,
+                   rss_peak_kb, rss_at_all_open_kb, rss_go_kb, fds_go,
                    peak_open ? (double)(rss_peak_kb - rss_base_kb) / peak_open : -1.0);
         }
+        printf(",\"hold\":%s,\"go_ms\":%.1f", go_sent ? "true" : "false",
+               go_sent ? (double)(t_go - t_start) / 1e6 : -1.0);
         printf("}\n");
     } else {
         printf("{\"mode\":\"rate\",\"rate\":%.1f,\"duration_s\":%.2f,\"conns\":%d,"
@@ -269,6 +303,66 @@ static void stop_all(void)
 
 static void client_open(struct client *c);
 static void stream_open_next(void);
+
+static void go_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void go_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    static char b[1024];
+    (void)h;
+    (void)hint;
+    buf->base = b;
+    buf->len = sizeof(b);
+}
+
+static void go_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    if (n < 0 && !uv_is_closing((uv_handle_t *)s))
+        uv_close((uv_handle_t *)s, go_closed); /* the upstream closes after answering */
+}
+
+static void go_connected(uv_connect_t *req, int status)
+{
+    static char msg[] = "POST /__bench/go HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+                        "Connection: close\r\n\r\n";
+    (void)req;
+    if (status < 0 || stopped) {
+        if (status < 0)
+            fprintf(stderr, "loadc: go: %s (the hold expires by itself)\n", uv_strerror(status));
+        if (!uv_is_closing((uv_handle_t *)&go_tcp))
+            uv_close((uv_handle_t *)&go_tcp, go_closed);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(msg, sizeof(msg) - 1);
+    uv_write(&go_wreq, (uv_stream_t *)&go_tcp, &b, 1, NULL);
+    uv_read_start((uv_stream_t *)&go_tcp, go_alloc, go_read);
+}
+
+/* every stream has its first byte (or failed before it): let the chunks flow */
+static void maybe_go(void)
+{
+    if (hold_ms <= 0 || go_sent || first_count < k_streams)
+        return;
+    go_sent = true;
+    t_go = now_ns();
+    events_at_go = events_total;
+    if (npids > 0) {
+        cpu_go_s = proc_cpu_s();
+        rss_go_kb = proc_rss_kb();
+        if (rss_go_kb > rss_peak_kb)
+            rss_peak_kb = rss_go_kb;
+        fds_go = proc_fds();
+    }
+    struct sockaddr_in up;
+    uv_ip4_addr("127.0.0.1", go_port, &up);
+    uv_tcp_init(loop, &go_tcp);
+    if (uv_tcp_connect(&go_creq, &go_tcp, (const struct sockaddr *)&up, go_connected) < 0)
+        fprintf(stderr, "loadc: go: cannot connect (the hold expires by itself)\n");
+}
 
 static void on_closed(uv_handle_t *h)
 {
@@ -331,10 +425,12 @@ static void stream_finish(struct client *c)
     if (c->finished)
         return;
     c->finished = true;
-    if (c->got_first)
+    if (c->got_first) {
         open_now--;
-    else
+    } else {
         first_count++; /* it will never get a first byte: do not hold the next opener */
+        maybe_go();
+    }
     if (!c->bad) {
         if (!c->done_seen)
             mark_bad(c, F_NO_DONE);
@@ -665,6 +761,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         uint64_t d = now - c->t_send;
         ttfb_us[n_ttfb++] = (uint32_t)(d / 1000);
         stream_open_next();
+        maybe_go();
     }
     /* split into events at blank lines; an event may span several reads */
     while (len > 0) {
@@ -812,7 +909,7 @@ static void on_ready_poll(uv_timer_t *t)
 static void usage(void)
 {
     fprintf(stderr, "usage: loadc stream --port P -k K [--chunks N] [--delay-ms MS] [--open-max M] "
-                    "[--deadline S] [--cors 0|1] [--pid PID]...\n"
+                    "[--deadline S] [--cors 0|1] [--hold-ms H --go-port UP] [--pid PID]...\n"
                     "       loadc rate --port P --rate R --duration S [--conns C] [--deadline S] "
                     "[--pid PID]...\n");
     exit(2);
@@ -851,6 +948,10 @@ int main(int argc, char **argv)
             duration_s = atof(v);
         else if (strcmp(a, "--conns") == 0)
             conns = atoi(v);
+        else if (strcmp(a, "--hold-ms") == 0)
+            hold_ms = atoi(v);
+        else if (strcmp(a, "--go-port") == 0)
+            go_port = atoi(v);
         else if (strcmp(a, "--cors") == 0)
             want_cors = atoi(v) != 0;
         else if (strcmp(a, "--pid") == 0 && npids < MAX_PIDS)
@@ -858,6 +959,8 @@ int main(int argc, char **argv)
         else
             usage();
     }
+    if (hold_ms > 0 && go_port <= 0)
+        usage();
     if (port <= 0 || k_streams <= 0 || chunks < 1 || open_max < 1 || conns < 1 || rate <= 0 ||
         duration_s <= 0 || deadline_s <= 0)
         usage();
@@ -882,9 +985,10 @@ int main(int argc, char **argv)
                                    "Authorization: Bearer sk-bench-0123456789abcdef\r\n"
                                    "Content-Type: application/json\r\nAccept: application/json\r\n"
                                    "x-mock-chunks: %d\r\nx-mock-chunk-delay-ms: %d\r\n"
-                                   "Content-Length: %zu\r\n\r\n%s",
+                                   "x-bench-hold-ms: %d\r\nContent-Length: %zu\r\n\r\n%s",
                                    port, mode == M_STREAM ? chunks : 5,
-                                   mode == M_STREAM ? delay_ms : 0, strlen(body), body);
+                                   mode == M_STREAM ? delay_ms : 0, mode == M_STREAM ? hold_ms : 0,
+                                   strlen(body), body);
 
     uv_timer_init(loop, &deadline_timer);
     uv_timer_start(&deadline_timer, on_deadline, (uint64_t)(deadline_s * 1000), 0);

@@ -25,7 +25,8 @@ const FULL = {
   tp: { conns: [64, 256], seconds: 3, warmSeconds: 1 },
   tpAll: { conns: [64, 256], seconds: 2, peers: ['ferry', 'nginx'] },
   lat: { rate: 1000, seconds: 3, conns: 32 },
-  // same 50 chunks per stream; K=1000 at 20k events/s, K=5000 at 50k events/s
+  // same 50 chunks per stream; K=1000 at 20k events/s, K=5000 at 50k events/s. Each stream is
+  // held by the upstream after its first event until all K are open (at most holdMs).
   streams: [
     { k: 1000, chunks: 50, delayMs: 50 },
     { k: 5000, chunks: 50, delayMs: 100 },
@@ -101,7 +102,7 @@ const children = new Set();
 function cleanupChildren() {
   for (const c of children) {
     try {
-      process.kill(c.pid, 'SIGKILL');
+      process.kill(-c.pid, 'SIGKILL'); // its process group: nginx's workers too
     } catch {}
   }
 }
@@ -113,16 +114,29 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
+// Every process of the benchmark (relays, upstream, load) runs at nice -10 where that is allowed,
+// so that whatever else shares the machine (a fuzzer, a test suite) takes less from all peers alike.
+// With autogroup scheduling (Linux's default for desktop and VM kernels) nice only ranks processes
+// of one session against each other: so each child gets a session of its own (detached), and that
+// session's autogroup gets nice -10 too.
+const NICE = spawnSync('nice', ['-n', '-10', 'true'], { encoding: 'utf8' }).stderr === '' ? ['nice', '-n', '-10'] : [];
+function prioritise(pid) {
+  if (!NICE.length) return;
+  try {
+    fs.writeFileSync(`/proc/${pid}/autogroup`, '-10');
+  } catch {}
+}
 function pin(cpus, argv) {
-  return ['taskset', '-c', cpus, ...argv];
+  return [...NICE, 'taskset', '-c', cpus, ...argv];
 }
 
 // Starts a long-running process; its stdout/stderr go to files in the temp dir.
 function startProc(name, argv, opts = {}) {
   const logf = path.join(TMP, `${name}.log`);
   const fd = fs.openSync(logf, 'a');
-  const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', opts.pipeStdout ? 'pipe' : fd, fd], cwd: opts.cwd || ROOT });
+  const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', opts.pipeStdout ? 'pipe' : fd, fd], cwd: opts.cwd || ROOT, detached: true });
   children.add(p);
+  prioritise(p.pid);
   p.exitInfo = null;
   p.on('exit', (code, signal) => {
     p.exitInfo = { code, signal };
@@ -142,7 +156,7 @@ async function stopProc(p, graceMs = 3000) {
   while (!p.exitInfo && Date.now() < until) await sleep(20);
   if (!p.exitInfo) {
     try {
-      process.kill(p.pid, 'SIGKILL');
+      process.kill(-p.pid, 'SIGKILL');
     } catch {}
     while (!p.exitInfo) await sleep(10);
   }
@@ -159,15 +173,16 @@ function tail(file, n = 15) {
 // Runs a bounded command to completion; resolves { code, stdout, stderr, timedOut }.
 function run(argv, timeoutMs) {
   return new Promise((resolve) => {
-    const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
+    const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, detached: true });
     children.add(p);
+    prioritise(p.pid);
     let stdout = '', stderr = '', timedOut = false;
     p.stdout.on('data', (d) => (stdout += d));
     p.stderr.on('data', (d) => (stderr += d));
     const t = setTimeout(() => {
       timedOut = true;
       try {
-        process.kill(p.pid, 'SIGKILL');
+        process.kill(-p.pid, 'SIGKILL');
       } catch {}
     }, timeoutMs);
     p.on('close', (code) => {
@@ -560,11 +575,13 @@ async function latency(rep, peer) {
   log(`  ${peer.name} latency @${CFG.lat.rate}/s: p50 ${j.latency_ms.p50.toFixed(3)} ms p99 ${j.latency_ms.p99.toFixed(3)} ms`);
 }
 
-async function loadcStream(port, s, cors, pids) {
+const HOLD_MS = 30000; // the longest the upstream waits for all K streams to open
+async function loadcStream(port, s, cors, pids, hold = true) {
   const dur = (s.chunks + 1) * s.delayMs / 1000;
-  const deadline = Math.ceil(dur * 4 + 20);
+  const deadline = Math.ceil((hold ? HOLD_MS / 1000 : 0) + dur * 3 + 20);
   const argv = [BIN.loadc, 'stream', '--port', String(port), '-k', String(s.k), '--chunks', String(s.chunks),
     '--delay-ms', String(s.delayMs), '--open-max', '256', '--deadline', String(deadline), '--cors', cors ? '1' : '0'];
+  if (hold) argv.push('--hold-ms', String(HOLD_MS), '--go-port', String(UP.http));
   for (const p of pids) argv.push('--pid', String(p));
   const r = await run(pin('1', argv), (deadline + 15) * 1000);
   let j;
@@ -581,7 +598,7 @@ async function streamTest(rep, name, s, tls) {
   const peer = await startPeer(name, { pinned: true, tls });
   try {
     // warm-up: a few short streams, then let the relay settle and read its idle footprint
-    const warm = await loadcStream(peer.port, { k: 20, chunks: 5, delayMs: 1 }, true, []);
+    const warm = await loadcStream(peer.port, { k: 20, chunks: 5, delayMs: 1 }, true, [], false);
     if (warm.failed > 0) problem(`${name} warm-up streams${tls ? ' (TLS)' : ''}: ${warm.failed} failed ${JSON.stringify(warm.fails)} ${warm.stderr.slice(0, 200)}`, name);
     await sleep(SMOKE ? 100 : 300);
     const idle = memKb(peer.pids());
@@ -592,20 +609,23 @@ async function streamTest(rep, name, s, tls) {
       problem(`${name} ${what} (rep ${rep + 1}): ${j.ok}/${s.k} intact, failures ${JSON.stringify(j.fails)}; ${j.stderr.trim().split('\n').slice(0, 3).join(' | ')}`, name);
     }
     if (j.peak_open < s.k) log(`  note: ${name} ${what}: at most ${j.peak_open} of ${s.k} streams were open at once`);
+    if (!j.hold) log(`  note: ${name} ${what}: not every stream opened: the upstream's hold expired`);
     defMetric(`${tag}_ttfb50`, `${what}: time to first byte p50 (ms)`, 'ms', 'lower', 2);
     defMetric(`${tag}_ttfb99`, `${what}: time to first byte p99 (ms)`, 'ms', 'lower', 2);
     defMetric(`${tag}_d50`, `${what}: chunk delay p50 (ms)`, 'ms', 'lower', 2);
     defMetric(`${tag}_d99`, `${what}: chunk delay p99 (ms)`, 'ms', 'lower', 2);
-    defMetric(`${tag}_s99`, `${what}: chunk delay p99 once all are open (ms)`, 'ms', 'lower', 2);
     defMetric(`${tag}_cpu`, `${what}: relay CPU per chunk (µs)`, 'µs', 'lower', 2);
+    defMetric(`${tag}_cpuopen`, `${what}: relay CPU per stream opened (µs)`, 'µs', 'lower', 1);
     defMetric(`${tag}_kb`, `${what}: relay memory per open stream (kB)`, 'kB', 'lower', 1);
+    defMetric(`${tag}_fds`, `${what}: relay descriptors per open stream`, '', 'info', 2);
     defMetric(`${tag}_open`, `${what}: streams open at once (peak)`, '', 'info', 0);
     record(`${tag}_ttfb50`, name, rep, j.ttfb_ms.p50);
     record(`${tag}_ttfb99`, name, rep, j.ttfb_ms.p99);
     record(`${tag}_d50`, name, rep, j.delay_ms.p50);
     record(`${tag}_d99`, name, rep, j.delay_ms.p99);
-    if (j.steady_delay_ms.n > 0) record(`${tag}_s99`, name, rep, j.steady_delay_ms.p99);
     record(`${tag}_cpu`, name, rep, j.cpu_us_per_event);
+    if (j.hold) record(`${tag}_cpuopen`, name, rep, j.cpu_us_per_open);
+    if (j.hold) record(`${tag}_fds`, name, rep, j.fds_go / s.k);
     record(`${tag}_kb`, name, rep, j.kb_per_stream);
     record(`${tag}_open`, name, rep, j.peak_open);
     if (!tls && s === CFG.streams[0]) {
@@ -614,7 +634,7 @@ async function streamTest(rep, name, s, tls) {
       record('idle_rss', name, rep, idle.rss / 1024);
       record('idle_pss', name, rep, idle.pss / 1024);
     }
-    log(`  ${name} ${what}: ${j.ok}/${s.k} ok, ttfb p50 ${j.ttfb_ms.p50.toFixed(2)} ms, delay p50/p99 ${j.delay_ms.p50.toFixed(2)}/${j.delay_ms.p99.toFixed(2)} ms (steady p99 ${j.steady_delay_ms.p99.toFixed(2)}), ${j.cpu_us_per_event?.toFixed(2)} µs/chunk, ${j.kb_per_stream?.toFixed(1)} kB/stream (peak open ${j.peak_open}), idle ${(idle.rss / 1024).toFixed(1)} MB`);
+    log(`  ${name} ${what}: ${j.ok}/${s.k} ok, ttfb p50 ${j.ttfb_ms.p50.toFixed(2)} ms, delay p50/p99 ${j.delay_ms.p50.toFixed(2)}/${j.delay_ms.p99.toFixed(2)} ms, ${j.cpu_us_per_event?.toFixed(2)} µs/chunk, ${j.cpu_us_per_open?.toFixed(0)} µs/open, ${(j.fds_go / s.k).toFixed(2)} fd/stream, ${j.kb_per_stream?.toFixed(1)} kB/stream (peak open ${j.peak_open}), idle ${(idle.rss / 1024).toFixed(1)} MB`);
   } finally {
     await peer.stop();
   }
@@ -629,7 +649,6 @@ async function directStreams(rep) {
     record(`${tag}_ttfb99`, 'direct', rep, j.ttfb_ms.p99);
     record(`${tag}_d50`, 'direct', rep, j.delay_ms.p50);
     record(`${tag}_d99`, 'direct', rep, j.delay_ms.p99);
-    if (j.steady_delay_ms.n > 0) record(`${tag}_s99`, 'direct', rep, j.steady_delay_ms.p99);
     record(`${tag}_open`, 'direct', rep, j.peak_open);
     log(`  direct ${s.k} streams: delay p50/p99 ${j.delay_ms.p50.toFixed(2)}/${j.delay_ms.p99.toFixed(2)} ms, ttfb p50 ${j.ttfb_ms.p50.toFixed(2)} ms`);
   }
@@ -710,7 +729,7 @@ Relay pinned to core 0 (1 thread / 1 worker), upstream + load generators on core
 ${repsDone} repetition(s)${CFG.tlsStreams.some((x) => x.everyOther) && repsDone > 1 ? ' (TLS K=5000: every other one)' : ''}, peers interleaved; each cell: median (min–max); ratios are taken per
 repetition, then the median (min–max) of those ratios. ↑ higher is better, ↓ lower is better.
 Streams: ${s}. Run took ${Math.round(secs)} s. Load average before the run: ${LOADAVG_START}
-Background CPU (other processes, measured idle before each repetition, % of one core): ${background.join(', ')}.
+Benchmark processes ${NICE.length ? 'ran at nice -10 (process and autogroup)' : 'ran at normal priority (nice -10 not permitted)'}. Background CPU (other processes, measured idle before each repetition, % of one core): ${background.join(', ')}.
 ${notes.map((n) => `Note: ${n}.\n`).join('')}
 
 ${table()}

@@ -4,7 +4,10 @@
  * HTTP and HTTPS listeners, llhttp for requests. POST .../chat/completions answers a chat.completion
  * JSON, or with "stream":true SSE chat.completion.chunk events, each stamped with the
  * CLOCK_MONOTONIC time it was written ("t_ns"), paced by x-mock-chunk-delay-ms after a random
- * phase so that thousands of streams spread their chunks evenly instead of in bursts. */
+ * phase so that thousands of streams spread their chunks evenly instead of in bursts.
+ * With x-bench-hold-ms a stream stops after its first event until POST /__bench/go (sent by the
+ * load generator straight to the upstream once every stream is open) or until the hold expires:
+ * so all K streams are open at once, and opening them is measured apart from relaying chunks. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,6 +32,7 @@
 #define BODY_KEEP 4096
 #define CHUNKS_MAX 100000
 #define DELAY_MAX_MS 60000
+#define HOLD_MAX_MS 120000
 
 enum kind { K_LISTEN, K_CONN };
 
@@ -53,7 +57,7 @@ struct conn {
     char hval[32];
     size_t hval_len;
     bool hname_done;
-    int chunks, delay_ms;
+    int chunks, delay_ms, hold_ms;
     char body[BODY_KEEP];
     size_t body_len;
 
@@ -71,6 +75,8 @@ struct conn {
     uint64_t interval_ns;
     int heap_idx; /* -1 when not in the heap */
     unsigned long req_id;
+    bool held; /* on the held list, waiting for /__bench/go */
+    struct conn *hprev, *hnext;
 };
 
 static int ep;
@@ -85,6 +91,7 @@ struct heap_entry {
 static struct heap_entry *heap; /* min-heap of streams by the due time of their next event */
 static int heap_len, heap_cap;
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static struct conn *held_head; /* streams on hold */
 
 static uint64_t now_ns(void)
 {
@@ -173,6 +180,20 @@ static void heap_remove(struct conn *c)
     heap_up(moved->heap_idx);
 }
 
+static void held_unlink(struct conn *c)
+{
+    if (!c->held)
+        return;
+    if (c->hprev)
+        c->hprev->hnext = c->hnext;
+    else
+        held_head = c->hnext;
+    if (c->hnext)
+        c->hnext->hprev = c->hprev;
+    c->hprev = c->hnext = NULL;
+    c->held = false;
+}
+
 /* ---- output ---- */
 
 static void out_reserve(struct conn *c, size_t n)
@@ -216,6 +237,7 @@ static void set_epollout(struct conn *c, bool on)
 
 static void conn_free(struct conn *c)
 {
+    held_unlink(c);
     heap_remove(c);
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     if (c->ssl)
@@ -352,13 +374,36 @@ static void start_stream(struct conn *c)
     } else {
         c->next_event = 0;
     }
+    if (c->hold_ms > 0 && c->next_event > 0) {
+        c->held = true;
+        c->hprev = NULL;
+        c->hnext = held_head;
+        if (held_head)
+            held_head->hprev = c;
+        held_head = c;
+        heap_push(c, now_ns() + (uint64_t)c->hold_ms * 1000000ull);
+        return;
+    }
     uint64_t phase = c->interval_ns ? rand64() % c->interval_ns : 0;
     heap_push(c, now_ns() + phase + c->interval_ns);
+}
+
+/* The hold is over: the next event comes after a random phase within one interval. */
+static void stream_release(struct conn *c)
+{
+    held_unlink(c);
+    heap_remove(c);
+    uint64_t phase = c->interval_ns ? rand64() % c->interval_ns : 0;
+    heap_push(c, now_ns() + phase);
 }
 
 /* Called from the heap when the stream's next event is due. */
 static void stream_tick(struct conn *c)
 {
+    if (c->held) { /* the hold expired without a go */
+        stream_release(c);
+        return;
+    }
     stream_event(c, c->next_event);
     if (c->next_event >= c->total) {
         heap_remove(c);
@@ -382,6 +427,7 @@ static int on_message_begin(llhttp_t *p)
     c->hname_done = false;
     c->chunks = 5;
     c->delay_ms = 0;
+    c->hold_ms = 0;
     c->body_len = 0;
     return 0;
 }
@@ -437,6 +483,9 @@ static int on_header_value_complete(llhttp_t *p)
     } else if (strcasecmp(c->hname, "x-mock-chunk-delay-ms") == 0) {
         int v = atoi(c->hval);
         c->delay_ms = v < 0 ? 0 : v > DELAY_MAX_MS ? DELAY_MAX_MS : v;
+    } else if (strcasecmp(c->hname, "x-bench-hold-ms") == 0) {
+        int v = atoi(c->hval);
+        c->hold_ms = v < 0 ? 0 : v > HOLD_MAX_MS ? HOLD_MAX_MS : v;
     }
     return 0;
 }
@@ -476,7 +525,16 @@ static int on_message_complete(llhttp_t *p)
         return HPE_PAUSED;
     }
     bool chat = p->method == HTTP_POST && strstr(c->url, "/chat/completions") != NULL;
-    if (!chat) {
+    if (p->method == HTTP_POST && strcmp(c->url, "/__bench/go") == 0) {
+        int n = 0;
+        while (held_head) {
+            stream_release(held_head);
+            n++;
+        }
+        char body[64];
+        snprintf(body, sizeof(body), "{\"released\":%d}", n);
+        reply_json(c, 200, "OK", body);
+    } else if (!chat) {
         reply_json(c, 404, "Not Found",
                    "{\"error\":{\"message\":\"Unknown request URL\",\"type\":"
                    "\"invalid_request_error\",\"param\":null,\"code\":\"unknown_url\"}}");
