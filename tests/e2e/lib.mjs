@@ -727,3 +727,48 @@ export function req(method, target, headers = [], body = '', version = '1.1') {
   const h = headers.map(([k, v]) => `${k}: ${v}\r\n`).join('');
   return `${method} ${target} HTTP/${version}\r\n${h}\r\n${body}`;
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Descriptor accounting (robustness tests)
+
+const { readdirSync, readlinkSync } = await import('node:fs');
+
+/** Number of open file descriptors of a live process (entries of /proc/PID/fd); -1 if unavailable. */
+export function fdCount(pid) {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return -1;
+  }
+}
+
+/** What each descriptor of a live process is (`socket:[N]`, `anon_inode:[eventfd]`, a path...), sorted. */
+export function fdTargets(pid) {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try { return readlinkSync(`/proc/${pid}/fd/${fd}`).replace(/\[\d+\]$/, ''); } catch { return '?'; }
+    }).sort();
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * ferry's descriptor count once it is quiet. `warm` plain requests on fresh connections go first, so
+ * that every worker's libcurl connection cache holds its upstream connection (as after any traffic);
+ * then the count is read until two readings `settle` ms apart agree.
+ */
+export async function quietFdCount(ferry, { warm = 8, path: p = '/v1/models', settle = 200, timeout = 5000 } = {}) {
+  for (let i = 0; i < warm; i++) {
+    const r = await rawHttp({ port: ferry.port, path: p, timeout: 5000 });
+    if (r.status >= 500) throw new Error(`warm-up request ${p}: ${r.status}`);
+  }
+  const deadline = Date.now() + timeout;
+  let last = fdCount(ferry.pid);
+  for (;;) {
+    await sleep(settle);
+    const now = fdCount(ferry.pid);
+    if (now === last || Date.now() > deadline) return now;
+    last = now;
+  }
+}
