@@ -56,26 +56,27 @@ enum key_id {
 
 static const struct {
     const char *name;
+    unsigned char len;
     enum key_id id;
 } keys[] = {
-    {"usage", K_USAGE},
-    {"model", K_MODEL},
-    {"type", K_TYPE},
-    {"response", K_RESPONSE},
-    {"message", K_MESSAGE},
-    {"prompt_tokens", K_PROMPT_TOKENS},
-    {"completion_tokens", K_COMPLETION_TOKENS},
-    {"total_tokens", K_TOTAL_TOKENS},
-    {"input_tokens", K_INPUT_TOKENS},
-    {"output_tokens", K_OUTPUT_TOKENS},
-    {"cached_tokens", K_CACHED_TOKENS},
-    {"reasoning_tokens", K_REASONING_TOKENS},
-    {"prompt_tokens_details", K_PROMPT_DETAILS},
-    {"completion_tokens_details", K_COMPLETION_DETAILS},
-    {"input_tokens_details", K_INPUT_DETAILS},
-    {"output_tokens_details", K_OUTPUT_DETAILS},
-    {"cache_read_input_tokens", K_CACHE_READ},
-    {"cache_creation_input_tokens", K_CACHE_CREATION},
+    {"usage", 5, K_USAGE},
+    {"model", 5, K_MODEL},
+    {"type", 4, K_TYPE},
+    {"response", 8, K_RESPONSE},
+    {"message", 7, K_MESSAGE},
+    {"prompt_tokens", 13, K_PROMPT_TOKENS},
+    {"completion_tokens", 17, K_COMPLETION_TOKENS},
+    {"total_tokens", 12, K_TOTAL_TOKENS},
+    {"input_tokens", 12, K_INPUT_TOKENS},
+    {"output_tokens", 13, K_OUTPUT_TOKENS},
+    {"cached_tokens", 13, K_CACHED_TOKENS},
+    {"reasoning_tokens", 16, K_REASONING_TOKENS},
+    {"prompt_tokens_details", 21, K_PROMPT_DETAILS},
+    {"completion_tokens_details", 25, K_COMPLETION_DETAILS},
+    {"input_tokens_details", 20, K_INPUT_DETAILS},
+    {"output_tokens_details", 21, K_OUTPUT_DETAILS},
+    {"cache_read_input_tokens", 23, K_CACHE_READ},
+    {"cache_creation_input_tokens", 27, K_CACHE_CREATION},
 };
 
 /* Slots of usage_json.staged (Anthropic reads input/output/cache read/cache creation into
@@ -313,7 +314,7 @@ static enum key_id key_lookup(const struct usage_json *js)
     if (js->key_esc || js->key_len > sizeof(js->key))
         return K_OTHER;
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-        if (strlen(keys[i].name) == js->key_len && memcmp(keys[i].name, js->key, js->key_len) == 0)
+        if (keys[i].len == js->key_len && memcmp(keys[i].name, js->key, js->key_len) == 0)
             return keys[i].id;
     return K_OTHER;
 }
@@ -360,6 +361,8 @@ static void model_done(struct usage *u)
     struct usage_json *js = &u->js;
     size_t n = js->cap_len, j = n;
 
+    if (n == 0)
+        return; /* Azure's first chunk says "model":"": the real one comes later */
     if (js->cap_truncated) {
         while (j > 0 && n - j < 3 && ((unsigned char)js->cap_buf[j - 1] & 0xc0) == 0x80)
             j--;
@@ -376,25 +379,24 @@ static void model_done(struct usage *u)
     u->model_set = 1;
 }
 
-/* A raw (unescaped) string byte. */
+/* Copies a run of raw string bytes into a short buffer whose length saturates one past its size
+ * (so that a longer string never matches). */
+static void run_copy(char *buf, size_t size, unsigned char *len, const char *p, size_t n)
+{
+    size_t have = *len;
+
+    if (have < size)
+        memcpy(buf + have, p, n < size - have ? n : size - have);
+    *len = (unsigned char)(have + n > size ? size + 1 : have + n);
+}
+
+/* A raw (unescaped) string byte of the model. */
 static void str_byte(struct usage_json *js, unsigned char c)
 {
-    if (js->str_key) {
-        if (js->key_len < sizeof(js->key))
-            js->key[js->key_len] = (char)c;
-        if (js->key_len <= sizeof(js->key))
-            js->key_len++;
-    } else if (js->cap == CAP_MODEL) {
-        if (c == 0x7f)
-            cap_put(js, "?", 1);
-        else
-            cap_put(js, (const char *)&c, 1);
-    } else if (js->cap == CAP_TYPE) {
-        if (js->type_len < sizeof(js->type))
-            js->type[js->type_len] = (char)c;
-        if (js->type_len <= sizeof(js->type))
-            js->type_len++;
-    }
+    if (c == 0x7f)
+        cap_put(js, "?", 1);
+    else
+        cap_put(js, (const char *)&c, 1);
 }
 
 /* An escaped character (decoded code unit). */
@@ -630,11 +632,16 @@ static void json_feed(struct usage *u, const char *p, size_t n)
                 js->esc = 1;
             } else if (c < 0x20) {
                 fail(js);
-            } else if (!js->str_key && js->cap == CAP_NONE) {
-                /* The bulk of any response: content strings, skipped without a look. */
+            } else if (js->cap != CAP_MODEL) {
+                /* The bulk of any response: content strings, skipped without a look; keys and
+                 * types are copied as far as they fit. */
                 size_t j = i + 1;
                 while (j < n && p[j] != '"' && p[j] != '\\' && (unsigned char)p[j] >= 0x20)
                     j++;
+                if (js->str_key)
+                    run_copy(js->key, sizeof(js->key), &js->key_len, p + i, j - i);
+                else if (js->cap == CAP_TYPE)
+                    run_copy(js->type, sizeof(js->type), &js->type_len, p + i, j - i);
                 i = j;
                 continue;
             } else {
@@ -1237,6 +1244,71 @@ static void hold_byte(struct usage_filter *f, size_t i)
     f->hold[f->hold_len++] = f->in[i];
 }
 
+/* A byte that changes where we are inside a value (outside its strings). */
+static int is_value_special(unsigned char c, size_t depth)
+{
+    switch (c) {
+    case '"':
+    case '{':
+    case '}':
+    case '[':
+    case ']':
+    case '\r':
+    case '\n': return 1;
+    case ',': return depth == 1;
+    default: return 0;
+    }
+}
+
+/* Bytes from i on that change nothing but their own position: the rest of a line nobody edits,
+ * the inside of a string, the tail of a key that can no longer be "usage" or "choices". They go
+ * where the byte before them went (held, or out with the run being passed on). Returns the end
+ * of the run, i when there is none or it would need to be looked at byte by byte. */
+static size_t fast_run(struct usage_filter *f, const char *in, size_t i, size_t n)
+{
+    size_t j = i;
+    int want_hold = f->ev_st == E_CAND || f->pending;
+
+    if (f->line_st == L_OTHER || (f->line_st == L_DATA && f->ev_st == E_PASS)) {
+        while (j < n && in[j] != '\n' && in[j] != '\r')
+            j++;
+    } else if (f->line_st == L_DATA &&
+               ((f->tl_st == T_IN_VALUE && f->in_str && !f->esc) ||
+                (f->tl_st == T_KEY && !f->key_esc && !f->key_usage && !f->key_choices))) {
+        while (j < n && in[j] != '\n' && in[j] != '\r' && in[j] != '"' && in[j] != '\\')
+            j++;
+    } else if (f->line_st == L_DATA && f->tl_st == T_IN_VALUE && !f->in_str) {
+        /* numbers, literals, colons and (inside containers) commas */
+        while (j < n && !is_value_special((unsigned char)in[j], f->depth))
+            j++;
+    } else {
+        return i;
+    }
+    if (want_hold != f->holding)
+        return i;
+    if (want_hold) {
+        size_t k = j - i;
+        if (f->hold_len + k > f->hold_cap) {
+            size_t cap = f->hold_cap ? f->hold_cap : 256;
+            char *p;
+            while (cap < f->hold_len + k)
+                cap *= 2;
+            if (cap > f->hold_max)
+                return i; /* byte by byte, to overflow at the very byte it always does */
+            p = realloc(f->hold, cap);
+            if (p == NULL)
+                return i;
+            f->hold = p;
+            f->hold_cap = cap;
+            if (cap > f->hold_peak)
+                f->hold_peak = cap;
+        }
+        memcpy(f->hold + f->hold_len, in + i, k);
+        f->hold_len += k;
+    }
+    return j;
+}
+
 int usage_filter_feed(struct usage_filter *f, const char *in, size_t n, usage_filter_out_fn out,
                       void *ud)
 {
@@ -1256,18 +1328,8 @@ int usage_filter_feed(struct usage_filter *f, const char *in, size_t n, usage_fi
         enum disposition d;
         int want_hold;
 
-        if (!f->holding && f->bom == 255 && !f->cr && !f->drop_lf &&
-            (f->line_st == L_OTHER || f->line_st == L_DATA) &&
-            (f->ev_st == E_PASS || (f->ev_st == E_STREAM && f->tl_st == T_IN_VALUE &&
-                                    f->in_str && !f->esc))) {
-            /* Fast path: the rest of a line nobody edits, or the inside of a string. */
-            size_t j = i;
-            if (f->ev_st == E_PASS)
-                while (j < n && in[j] != '\n' && in[j] != '\r')
-                    j++;
-            else
-                while (j < n && in[j] != '\n' && in[j] != '\r' && in[j] != '"' && in[j] != '\\')
-                    j++;
+        if (f->bom == 255 && !f->cr && !f->drop_lf) {
+            size_t j = fast_run(f, in, i, n);
             if (j > i) {
                 i = j;
                 continue;

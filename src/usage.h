@@ -120,7 +120,8 @@ typedef int (*usage_filter_out_fn)(void *ud, const char *p, size_t n);
 
 struct usage_filter {
     struct usage *tap; /* fed every upstream byte; not owned; may be NULL */
-    /* bytes held back: owned, allocated on demand, at most hold_max */
+    /* bytes held back: owned, allocated on demand (256 bytes, doubling), at most hold_max
+     * (USAGE_FILTER_HOLD_MAX after init; may be lowered before the first feed) */
     char *hold;
     size_t hold_len, hold_cap, hold_max;
     size_t hold_peak; /* the largest hold_cap reached, for tests and metrics */
@@ -153,13 +154,19 @@ void usage_filter_init(struct usage_filter *f, struct usage *tap);
 
 /* Takes upstream stream bytes in[0..n) of a chat completion for which ferry injected
  * include_usage, feeds them all to the tap, and passes to out what the client would have
- * received without the injection: every top-level "usage":null member is cut out of its chunk
- * (with its comma, nothing else changes) and an event whose data is one chunk with
- * "choices":[] and a "usage" object is left out whole, up to and including its blank line. An
- * event is held back only while it may still be that chunk or while a "usage":null member may
- * be being read; one that grows past hold_max goes out unchanged. The bytes out receives in one
- * call total at most usage_filter_held(f) (before the call) + n; pointers are valid only during
- * the out call. Returns 0, or the first non-zero result of out. */
+ * received without the injection:
+ *   - every top-level "usage":null member of an event's first data line is cut out (with the
+ *     comma before it, or after it when it is the first member; nothing else changes);
+ *   - an event that is one data line holding one object with "choices":[] and a "usage" object
+ *     is left out whole, up to and including its blank line.
+ * Anything else passes unchanged: other fields, comments, multi-line data, [DONE], malformed
+ * JSON, a usage object next to non-empty choices. An event is held back only while it may
+ * still be that chunk (up to its "choices", for OpenAI's chunks) or while a "usage":null member
+ * may be being read; one that grows past hold_max goes out unchanged from then on. The output
+ * does not depend on how the input is split. The bytes out receives during one call total at
+ * most usage_filter_held(f) (before the call) + n, in one or more pieces; pointers are valid
+ * only during the out call. Returns 0, or the first non-zero result of out (the filter is then
+ * spent: only usage_filter_free may follow). */
 int usage_filter_feed(struct usage_filter *f, const char *in, size_t n, usage_filter_out_fn out,
                       void *ud);
 

@@ -234,6 +234,11 @@ static const struct tap_case tap_cases[] = {
     TAP("model escapes are decoded, control characters replaced", USAGE_CHAT, 0,
         "{\"model\":\"gpt\\u002d4o\\/x\\n\\u0000\\\"\\\\\\u00e9\\u20ac\\ud83d\xc3\xa9\x7f\"}", 0,
         0, 0, 0, 0, 0, 1, "gpt-4o/x??\"\\\xc3\xa9\xe2\x82\xac?\xc3\xa9?"),
+    TAP("an empty model is not the model (Azure's first chunk)", USAGE_CHAT, 1,
+        "data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\","
+        "\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{}}]}\n\n"
+        "data: {\"choices\":[],\"model\":\"gpt-4o-2024-08-06\"}\n\n",
+        0, 0, 0, 0, 0, 0, 0, "gpt-4o-2024-08-06"),
     TAP("the model is not taken from nested objects", USAGE_CHAT, 0,
         "{\"choices\":[{\"model\":\"a\"}],\"x\":{\"model\":\"b\"},\"model\":\"c\"}", 0, 0, 0, 0, 0,
         0, 1, "c"),
