@@ -127,24 +127,29 @@ struct usage_filter {
     size_t hold_peak; /* the largest hold_cap reached, for tests and metrics */
     uint64_t dropped_events, removed_members;
 
-    /* Private: where we are in the stream. */
-    unsigned char line_st, ev_st, tl_st, cr, drop_lf, bom, line, field_len;
-    char field[5];
-    unsigned char lines;        /* non-blank lines in the event (saturates) */
-    unsigned char in_str, esc;  /* JSON string state */
-    unsigned char key_i, key_usage, key_choices, key_esc; /* top-level key matching */
-    unsigned char member;       /* which key the current top-level member has */
-    unsigned char null_i;       /* bytes of null matched */
-    unsigned char members_out;  /* a top-level member of this event went (or will go) out */
-    unsigned char pending, pending_first, skip_ws;
-    unsigned char choices_empty, usage_object, json_done, choices_open;
-    size_t depth;
-    size_t pend; /* offset in hold[] where the pending member starts */
-    /* per-feed */
+    /* Private: where we are in the stream (enums in usage.c). */
+    unsigned char line_st, ev_st, tl_st; /* line, event, top-level object */
+    unsigned char cr;          /* the last byte was a CR ending a line */
+    unsigned char drop_lf;     /* ... ending a dropped event: a following LF goes with it */
+    unsigned char bom;         /* bytes of a leading byte order mark; 255 once past */
+    unsigned char line;        /* the line has bytes */
+    unsigned char field_len;   /* bytes of "data" matched at the start of the line */
+    unsigned char lines;       /* non-blank lines in the event (saturates) */
+    unsigned char in_str, esc; /* inside a string of a value, after a backslash */
+    unsigned char key_i, key_usage, key_choices, key_esc; /* matching a top-level key */
+    unsigned char member;      /* which of those the current member's key is */
+    unsigned char null_i;      /* bytes of null matched */
+    unsigned char members_out; /* a top-level member of this event goes to the client */
+    unsigned char pending;       /* a member that may be "usage":null is held from pend on */
+    unsigned char pending_first; /* ... and it is the first member (its comma follows it) */
+    unsigned char choices_empty, usage_object; /* what makes the usage-only chunk */
+    size_t depth; /* containers open in the event's data */
+    size_t pend;  /* offset in hold[] where the pending member starts */
+    int holding; /* bytes go to hold[] (otherwise out, as runs of the input) */
+    int err;     /* the first non-zero out result: the filter is spent */
+    /* valid during a feed only (NULL otherwise) */
     const char *in;
-    size_t emit_from;
-    int holding;
-    int err;
+    size_t emit_from; /* start of the run of in[] not yet passed to out */
     usage_filter_out_fn out;
     void *ud;
 };
