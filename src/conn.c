@@ -53,7 +53,7 @@ static size_t in_limit(const struct conn *c)
 
 size_t conn_write_queue(const struct conn *c)
 {
-    return c->tcp.write_queue_size;
+    return c->wq_alloc;
 }
 
 /* ---- llhttp callbacks: they only record spans and hand body bytes to the relay ---- */
@@ -153,6 +153,7 @@ static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
 
+    c->wq_alloc -= ((struct wreq *)req)->len;
     free(req);
     if (c->closed)
         return;
@@ -172,10 +173,12 @@ static void on_write(uv_write_t *req, int status)
 int conn_send(struct conn *c, const char *a, size_t alen, const char *b, size_t blen, int chunked)
 {
     char hex[24];
-    size_t hlen = 0, tlen, total;
+    size_t hlen = 0, tlen, total, skip = 0, off = 0;
     struct wreq *wr;
-    uv_buf_t buf;
-    int rc;
+    uv_buf_t buf, parts[4];
+    const char *pp[4];
+    size_t pl[4];
+    int rc, np = 0;
 
     if (c->closed || c->broken)
         return UV_ECANCELED;
@@ -185,31 +188,60 @@ int conn_send(struct conn *c, const char *a, size_t alen, const char *b, size_t 
     total = alen + hlen + blen + tlen;
     if (total == 0)
         return 0;
-    wr = malloc(sizeof(*wr) + total);
+    pp[0] = a, pl[0] = alen;
+    pp[1] = hex, pl[1] = hlen;
+    pp[2] = b, pl[2] = blen;
+    pp[3] = "\r\n", pl[3] = tlen;
+    for (int i = 0; i < 4; i++)
+        if (pl[i] > 0)
+            parts[np++] = uv_buf_init((char *)pp[i], (unsigned int)pl[i]);
+    if (c->wq_alloc == 0) {
+        /* Straight to the socket when it takes it: no copy, no allocation, no callback. */
+        rc = uv_try_write((uv_stream_t *)&c->tcp, parts, (unsigned int)np);
+        if (rc == (int)total) {
+            c->acc.bytes_out += total;
+            c->t_write = uv_now(&c->w->loop);
+            return 0;
+        }
+        if (rc < 0 && rc != UV_EAGAIN) {
+            c->broken = 1; /* may be inside a libcurl callback: close on the next turn */
+            worker_defer(c->w, c);
+            return rc;
+        }
+        skip = rc > 0 ? (size_t)rc : 0;
+    }
+    wr = malloc(sizeof(*wr) + total - skip);
     if (wr == NULL) {
         c->broken = 1;
         worker_defer(c->w, c);
         return UV_ENOMEM;
     }
-    if (alen)
-        memcpy(wr->data, a, alen);
-    memcpy(wr->data + alen, hex, hlen);
-    if (blen)
-        memcpy(wr->data + alen + hlen, b, blen);
-    memcpy(wr->data + alen + hlen + blen, "\r\n", tlen);
-    wr->len = total;
+    for (int i = 0; i < 4; i++) { /* the part the socket did not take */
+        size_t from = skip > pl[i] ? pl[i] : skip;
+        skip -= from;
+        if (pl[i] > from) {
+            memcpy(wr->data + off, pp[i] + from, pl[i] - from);
+            off += pl[i] - from;
+        }
+    }
+    wr->len = off;
     wr->req.data = c;
-    buf = uv_buf_init(wr->data, (unsigned int)total);
-    if (conn_write_queue(c) == 0)
-        c->t_write = uv_now(&c->w->loop);
+    buf = uv_buf_init(wr->data, (unsigned int)off);
+    c->wq_alloc += off;
     rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
     if (rc < 0) {
+        c->wq_alloc -= off;
         free(wr);
         c->broken = 1; /* may be inside a libcurl callback: close on the next turn */
         worker_defer(c->w, c);
         return rc;
     }
     c->acc.bytes_out += total;
+    if (c->wq_alloc == off) {
+        /* The client stopped taking bytes: from now on --write-timeout counts. */
+        c->t_write = uv_now(&c->w->loop);
+        conn_arm(c);
+    }
     return 0;
 }
 

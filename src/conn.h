@@ -64,6 +64,7 @@ struct conn {
     int broken;                /* a write failed inside a callback: close on the next turn */
     int no_linger;             /* closing at the drain deadline: close as soon as flushed */
     int eof;                   /* the client shut down its side (--half-close) */
+    size_t wq_alloc;           /* bytes held in write requests not yet completed */
     uv_shutdown_t shut;
 
     uint64_t t_idle, t_head, t_read, t_write, t_linger; /* uv_now() of the last such event */
@@ -76,7 +77,8 @@ void conn_accept(struct worker *w, uv_stream_t *listener);
  * Returns 0, or a negative libuv error (the connection is then being closed). */
 int conn_send(struct conn *c, const char *a, size_t alen, const char *b, size_t blen, int chunked);
 
-/* Bytes queued for the client that the kernel has not taken yet. */
+/* Bytes held for the client: queued, or written but not yet released by libuv. Backpressure
+ * and the write timeout use it, so memory per connection is bounded whatever the client does. */
 size_t conn_write_queue(const struct conn *c);
 
 /* The relay has taken body bytes from the buffer: parse more input later (outside callbacks). */

@@ -61,7 +61,7 @@ static void write_all(int fd, const char *buf, size_t len)
 
 void log_access(const struct access *a, int enabled)
 {
-    char line[768], ts[40];
+    char line[1100], ts[40];
     uint64_t now = uv_hrtime();
     double total = (double)(now - a->t_start) / 1e6;
     double ttfb = a->t_first ? (double)(a->t_first - a->t_start) / 1e6 : -1;
@@ -70,13 +70,25 @@ void log_access(const struct access *a, int enabled)
     if (!enabled)
         return;
     timestamp(ts, sizeof(ts));
+    char usage[320] = "";
+    if (a->usage) {
+        char model[sizeof(a->model)];
+        log_path(model, sizeof(model), a->model, strlen(a->model)); /* no spaces or quotes */
+        snprintf(usage, sizeof(usage),
+                 " model=%s prompt_tokens=%llu completion_tokens=%llu cached_tokens=%llu "
+                 "reasoning_tokens=%llu total_tokens=%llu usage=%s",
+                 model[0] ? model : "-", (unsigned long long)a->prompt_tokens,
+                 (unsigned long long)a->completion_tokens, (unsigned long long)a->cached_tokens,
+                 (unsigned long long)a->reasoning_tokens, (unsigned long long)a->total_tokens,
+                 a->usage_complete ? "complete" : "partial");
+    }
     n = snprintf(line, sizeof(line),
                  "ts=%s client=%s method=%s path=%s upstream=%s status=%d upstream_status=%d bytes_in=%llu "
-                 "bytes_out=%llu ttfb_ms=%.1f total_ms=%.1f end=%s\n",
+                 "bytes_out=%llu ttfb_ms=%.1f total_ms=%.1f end=%s%s\n",
                  ts, a->client, a->method[0] ? a->method : "-", a->path[0] ? a->path : "-",
                  a->upstream[0] ? a->upstream : "-",
                  a->status, a->upstream_status, (unsigned long long)a->bytes_in,
-                 (unsigned long long)a->bytes_out, ttfb, total, log_end_name(a->end));
+                 (unsigned long long)a->bytes_out, ttfb, total, log_end_name(a->end), usage);
     if (n > 0)
         write_all(STDOUT_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }

@@ -21,6 +21,12 @@ struct access {
     uint64_t t_start;    /* uv_hrtime() at the request head */
     uint64_t t_first;    /* uv_hrtime() at the upstream response head (0: none) */
     enum end_reason end;
+    /* usage read from the response, for the paths that carry it (chat, completions, embeddings,
+     * responses, messages) */
+    int usage;           /* 0: not a usage path; 1: read; the counts below are meaningful */
+    int usage_complete;  /* the response ended as it should (a stream saw its terminal event) */
+    uint64_t prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens;
+    char model[128];
 };
 
 const char *log_end_name(enum end_reason end);

@@ -18,7 +18,9 @@
 #include "conn.h"
 #include "cors.h"
 #include "headers.h"
+#include "jsonedit.h"
 #include "pool.h"
+#include "usage.h"
 #include "reply.h"
 #include "server.h"
 
@@ -35,6 +37,13 @@ struct relay {
     int attempts;              /* transfers started after the first (pool retries) */
     struct curl_slist *sent;   /* hdrs + the pool key, as given to libcurl */
     int holding;               /* an error answer held back until judged (pool upstreams) */
+    int tracked;               /* the path carries usage (chat, embeddings, responses, ...) */
+    enum usage_kind kind;
+    int injected;              /* ferry added stream_options.include_usage to the request */
+    struct usage *tap;         /* reads the response's usage as it passes; NULL when untracked */
+    struct usage_filter *filter; /* removes what the injection added from the client's stream */
+    char *fo;                  /* the filter's output for one upstream read, sent as one chunk */
+    size_t fo_len, fo_cap;
     char *hold;
     size_t hold_len, hold_cap;
     char *path;                /* origin-form target as received */
@@ -337,6 +346,20 @@ static int send_head(struct relay *r)
                             streamed ? "X-Accel-Buffering: no\r\n" : "",
                             r->framing == FRAME_CHUNKED ? "Transfer-Encoding: chunked\r\n" : "",
                             close ? "Connection: close\r\n" : "");
+    if (r->tracked && !no_body && r->status >= 200 && r->status < 300) {
+        int sse = ct >= 0 && fields[ct].value_len >= 17 &&
+                  strncasecmp(fields[ct].value, "text/event-stream", 17) == 0;
+        r->tap = malloc(sizeof(*r->tap));
+        if (r->tap != NULL) {
+            usage_init(r->tap, r->kind, sse);
+            /* Only a stream framed by ferry may lose bytes: a Content-Length stays true. */
+            if (r->injected && sse && r->framing != FRAME_LENGTH) {
+                r->filter = malloc(sizeof(*r->filter));
+                if (r->filter != NULL)
+                    usage_filter_init(r->filter, r->tap);
+            }
+        }
+    }
     r->head_sent = 1;
     free(r->rh); /* the fields are in the client's head now; a long stream keeps no copy */
     r->rh = NULL;
@@ -396,6 +419,60 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
 
 #define HOLD_MAX 16384
 
+/* The usage filter's output for one call, gathered so that one upstream read stays one write
+ * (and one HTTP chunk) to the client, as without the filter. */
+static int filter_out(void *ud, const char *p, size_t n)
+{
+    struct relay *r = ud;
+
+    if (r->fo_len + n > r->fo_cap) {
+        size_t cap = r->fo_len + n < 16384 ? 16384 : r->fo_len + n;
+        char *q = realloc(r->fo, cap);
+        if (q == NULL)
+            return -1;
+        r->fo = q;
+        r->fo_cap = cap;
+    }
+    memcpy(r->fo + r->fo_len, p, n);
+    r->fo_len += n;
+    return 0;
+}
+
+/* Runs the filter over n upstream bytes (or, with n == 0 and p == NULL, finishes it) and sends
+ * what came out. Returns 0 or -1. */
+static int filter_pass(struct relay *r, const char *p, size_t n)
+{
+    int rc;
+
+    r->fo_len = 0;
+    rc = p != NULL ? usage_filter_feed(r->filter, p, n, filter_out, r)
+                   : usage_filter_finish(r->filter, filter_out, r);
+    if (rc == 0 && r->fo_len > 0 &&
+        conn_send(r->c, NULL, 0, r->fo, r->fo_len, r->framing == FRAME_CHUNKED) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* The response is over (whole or not): pass on what the filter still holds and note the usage
+ * read, for the access log. */
+static void usage_end(struct relay *r, int flush)
+{
+    struct access *a = &r->c->acc;
+
+    if (r->filter != NULL && flush)
+        filter_pass(r, NULL, 0);
+    if (r->tap == NULL)
+        return;
+    a->usage = 1;
+    a->usage_complete = r->tap->complete;
+    a->prompt_tokens = r->tap->prompt_tokens;
+    a->completion_tokens = r->tap->completion_tokens;
+    a->total_tokens = r->tap->total_tokens;
+    a->cached_tokens = r->tap->cached_tokens;
+    a->reasoning_tokens = r->tap->reasoning_tokens;
+    snprintf(a->model, sizeof(a->model), "%s", r->tap->model);
+}
+
 /* Sends a held answer on to the client as it came. */
 static int release_held(struct relay *r)
 {
@@ -440,6 +517,10 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
     r->t_last = now_ms(r);
     if (r->framing == FRAME_NONE || n == 0)
         return n;
+    if (r->filter != NULL)
+        return filter_pass(r, ptr, n) == 0 ? n : 0;
+    if (r->tap != NULL)
+        usage_feed(r->tap, ptr, n);
     if (conn_send(r->c, NULL, 0, ptr, n, r->framing == FRAME_CHUNKED) != 0)
         return 0;
     return n;
@@ -702,6 +783,7 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     memcpy(r->path, rq->path, rq->path_len);
     r->path[rq->path_len] = '\0';
     r->path_len = rq->path_len;
+    r->tracked = usage_kind_for_path(r->path, r->path_len, &r->kind) == 0;
     r->hdrs = request_fields(rq, cfg->drop_headers, &ok);
     if (!ok)
         goto fail;
@@ -743,6 +825,11 @@ void relay_free(struct relay *r)
         upstream_remove(&r->w->up, r->easy);
     curl_slist_free_all(r->hdrs);
     curl_slist_free_all(r->sent);
+    if (r->filter != NULL)
+        usage_filter_free(r->filter);
+    free(r->filter);
+    free(r->fo);
+    free(r->tap);
     free(r->hold);
     free(r->url);
     free(r->path);
@@ -778,11 +865,40 @@ void relay_body_append(struct relay *r, const char *p, size_t n)
 
 static int start_transfer(struct relay *r);
 
+/* A streamed chat completion that did not ask for usage is made to (one in-place edit), so that
+ * its tokens can be counted; the client's view is restored by the filter in send_head(). */
+static void inject_include_usage(struct relay *r)
+{
+    static const char chat[] = "/chat/completions";
+    size_t plen = strcspn(r->path, "?"), out_len = 0;
+    int injected = 0;
+    char *out;
+
+    if (!r->tracked || r->kind != USAGE_CHAT || plen < sizeof(chat) - 1 ||
+        memcmp(r->path + plen - (sizeof(chat) - 1), chat, sizeof(chat) - 1) != 0)
+        return;
+    out = malloc(r->body_wr + JSONEDIT_GROWTH);
+    if (out == NULL)
+        return;
+    if (jsonedit_stream_include_usage(r->body, r->body_wr, out, r->body_wr + JSONEDIT_GROWTH,
+                                      &out_len, &injected) == 0 &&
+        injected) {
+        free(r->body); /* the edited copy is what goes upstream, and what a retry replays */
+        r->body = out;
+        r->body_cap = r->body_wr = out_len;
+        r->content_length = out_len;
+        r->injected = 1;
+        return;
+    }
+    free(out);
+}
+
 int relay_body_end(struct relay *r)
 {
     r->body_done = 1;
     r->t_sent = now_ms(r);
     if (r->buffered && !r->started) {
+        inject_include_usage(r);
         if (r->up == NULL) {
             char model[256];
             int rc = choose_upstream(r, body_model(r->body, r->body_wr, model, sizeof(model)) == 0
@@ -936,6 +1052,8 @@ static void finish(struct relay *r, CURLcode result)
     } else if (r->holding && result == CURLE_OK && release_held(r) != 0) {
         result = CURLE_FAILED_INIT;
     }
+    if (r->head_sent)
+        usage_end(r, 1);
     if (result == CURLE_OK && r->head_sent) {
         if (r->framing == FRAME_CHUNKED)
             conn_send(c, "0\r\n\r\n", 5, NULL, 0, 0);
@@ -985,6 +1103,8 @@ static void on_transfer_done(struct upstream_job *job, CURL *easy, CURLcode resu
 
 void relay_cancel(struct relay *r, enum end_reason why)
 {
+    if (r->easy != NULL && r->head_sent)
+        usage_end(r, 0); /* what was read before the client left: a partial record */
     if (r->easy != NULL) {
         upstream_remove(&r->w->up, r->easy);
         r->easy = NULL;

@@ -35,7 +35,7 @@
 #define HEADERS_MAX (256 * 1024) /* request head bytes we agree to keep */
 #define JSON_BODY_MAX (4 * 1024 * 1024) /* larger JSON bodies are hashed but not parsed */
 #define LOG_MAX 100000
-#define TOKENS_MAX 100000
+#define TOKENS_MAX 1000000
 #define PATTERN_LEN 65536 /* byte i = (i*7+3)&0xff repeats every 256 bytes */
 #define LINGER_MS 1000
 
