@@ -118,13 +118,15 @@ static void check_config(const struct config *cfg)
                  "route %zu points outside the upstreams", i);
 }
 
-/* config_load keeps key pools and model lists on the heap for the life of the process. */
+/* config_load keeps key pools, their health and model lists on the heap for the life of the
+ * process (there is no config_free yet). */
 static void free_config(struct config *cfg)
 {
     for (size_t i = 0; i < CONFIG_MAX_UPSTREAMS && i < cfg->nupstreams; i++) {
         for (size_t k = 0; cfg->upstreams[i].keys != NULL && k < cfg->upstreams[i].nkeys; k++)
             free(cfg->upstreams[i].keys[k]);
         free(cfg->upstreams[i].keys);
+        free(cfg->upstreams[i].health);
     }
     for (size_t i = 0; i < CONFIG_MAX_ROUTES && i < cfg->nroutes; i++) {
         for (size_t k = 0; cfg->routes[i].models != NULL && k < cfg->routes[i].nmodels; k++)

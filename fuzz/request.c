@@ -102,7 +102,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-/* Not in conn.c: records llhttp's view of the framing; returning 0 changes nothing. */
+/* As in conn.c, Upgrade is hop-by-hop and ignored, so llhttp must not switch protocols; also
+ * records llhttp's view of the framing for the checks. */
 static int on_headers_complete(llhttp_t *p)
 {
     struct req *c = p->data;
@@ -112,6 +113,7 @@ static int on_headers_complete(llhttp_t *p)
     c->http_major = p->http_major;
     c->http_minor = p->http_minor;
     c->upgrade = p->upgrade;
+    p->upgrade = 0;
     return 0;
 }
 
@@ -281,7 +283,7 @@ static size_t one_message(llhttp_t *p, struct req *c, const uint8_t *seed, size_
     llhttp_errno_t err;
     long r;
     size_t at, left;
-    int keepalive, close_after = 0;
+    int keepalive;
 
     memset(c, 0, sizeof(*c));
     c->in_head = 1;
@@ -293,16 +295,12 @@ static size_t one_message(llhttp_t *p, struct req *c, const uint8_t *seed, size_
     err = llhttp_execute(p, buf, (size_t)r);
     if (c->hdrs[0].name != NULL)
         c->nhdrs++;
-    if ((err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) || c->method == NULL ||
-        c->target == NULL)
+    FZ_CHECK(err != HPE_PAUSED_UPGRADE, "llhttp switched protocols (CONNECT or Upgrade got through)");
+    if ((err != HPE_OK && err != HPE_PAUSED) || c->method == NULL || c->target == NULL)
         return 0; /* 400 */
     check_head(c, &g);
-    if (err == HPE_PAUSED_UPGRADE) {
-        c->msg_complete = 1;
-        close_after = 1;
-    }
     if (!g.chunked && !g.has_cl) {
-        FZ_CHECK(err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE,
+        FZ_CHECK(err == HPE_PAUSED,
                  "a request without a body is not complete at the end of its head (%s)",
                  llhttp_errno_name(err));
         FZ_CHECK(llhttp_get_error_pos(p) == buf + r, "llhttp ended the head at %td, guard at %ld",
@@ -373,7 +371,7 @@ static size_t one_message(llhttp_t *p, struct req *c, const uint8_t *seed, size_
         FZ_CHECK(c->body_bytes == gc.total, "body bytes: llhttp %llu, guard %llu",
                  (unsigned long long)c->body_bytes, (unsigned long long)gc.total);
     }
-    if (!keepalive || close_after || !c->msg_complete)
+    if (!keepalive || !c->msg_complete)
         return 0;
     if (llhttp_get_errno(p) == HPE_PAUSED)
         llhttp_resume(p);
