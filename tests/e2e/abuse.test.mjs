@@ -267,6 +267,25 @@ test('after a Connection: Upgrade request, the next request on the connection is
   }
 });
 
+// A deep pipeline in one write: ferry reads only as much as its input buffer holds, answers one
+// request at a time, in order, and every request reaches the upstream exactly once.
+test('500 pipelined requests in one write are answered in order, each relayed once', TC, async () => {
+  const n = 500;
+  let raw = '';
+  for (let i = 0; i < n; i++) {
+    raw += `GET /v1/models?deep=${i} HTTP/1.1\r\nHost: x\r\n${i === n - 1 ? 'Connection: close\r\n' : ''}\r\n`;
+  }
+  const w = await rawExchange(ctx.ferry.port, raw, { waitClose: true, timeout: 30000 });
+  assert.equal(w.timedOut, false, 'ferry closed after the last one');
+  assert.equal(w.responses.length, n, `${w.responses.length} responses`);
+  assert.ok(w.responses.every((r) => r.status === 200), 'all 200');
+  await sleep(50);
+  const ids = w.responses.map((r) => Number(/req_mock_(\d+)/.exec(r.get('x-request-id'))[1]));
+  for (let i = 1; i < n; i++) assert.ok(ids[i] > ids[i - 1], `responses in request order (${ids[i - 1]}, ${ids[i]})`);
+  const log = (await ctx.mock.log()).filter((e) => e.target.startsWith('/v1/models?deep='));
+  assert.deepEqual(log.map((e) => e.target), Array.from({ length: n }, (_, i) => `/v1/models?deep=${i}`));
+});
+
 // ---------------------------------------------------------------------------------------------
 // Trailers on the wire: what ferry sends upstream for a chunked request with trailers that try
 // to smuggle Content-Length or Authorization. The mock does not record trailers, so a raw

@@ -68,8 +68,8 @@ function checkProbe(res) {
 }
 
 /** Runs attack() while the normal client runs; stops the client whatever happens. */
-async function duringAttack(label, attack) {
-  const pr = probe(ctx.ferry.port);
+async function duringAttack(label, attack, port = ctx.ferry.port) {
+  const pr = probe(port);
   let res;
   try {
     await attack();
@@ -214,6 +214,29 @@ test('slow read: 10 clients that never read a 32 MB answer are closed at --write
     for (const a of attackers) a.sock.destroy();
   }
   await fdsBackTo(baseline);
+});
+
+// A connection that never sends a byte has no request head yet: ferry counts it as idle, so it is
+// closed by --keepalive-timeout, silently (RFC 9112 §9.5: nothing to answer).
+test('100 connections that never send a byte are closed silently at --keepalive-timeout', T, async () => {
+  const f = await ctx.startFerry({ upstream: ctx.mock.url, args: ['--keepalive-timeout', '2s', '--head-timeout', '1s'] });
+  const attackers = [];
+  const res = await duringAttack('idle connections (100, nothing sent)', async () => {
+    for (let i = 0; i < 100; i++) attackers.push(attacker(f.port));
+    await Promise.all(attackers.map((a) => a.connected));
+    for (const a of attackers) a.t0 = performance.now();
+    try {
+      await Promise.race([Promise.all(attackers.map((a) => a.closed)), sleep(8000)]);
+    } finally {
+      for (const a of attackers) a.sock.destroy();
+    }
+  }, f.port);
+  const took = attackers.map((a) => (a.closedAt ? a.closedAt - a.t0 : Infinity)).sort((x, y) => x - y);
+  console.log(`# idle connections: closed after ${(took[0] / 1000).toFixed(2)}-${(took[took.length - 1] / 1000).toFixed(2)} s ` +
+    '(--head-timeout 1s, --keepalive-timeout 2s)');
+  checkProbe(res);
+  assert.ok(took[took.length - 1] < 2000 + (ASAN ? 3000 : 1500), `all closed by the keep-alive timeout (${took[took.length - 1]} ms)`);
+  for (const a of attackers) assert.equal(a.chunks.length, 0, `closed silently, got ${JSON.stringify(a.text().slice(0, 100))}`);
 });
 
 test('slowhttptest -H (slowloris, 200 connections, 10 s): connections are closed, service stays available', T, async (t) => {
