@@ -7,7 +7,8 @@
  * phase so that thousands of streams spread their chunks evenly instead of in bursts.
  * With x-bench-hold-ms a stream stops after its first event until POST /__bench/go (sent by the
  * load generator straight to the upstream once every stream is open) or until the hold expires:
- * so all K streams are open at once, and opening them is measured apart from relaying chunks. */
+ * so all K streams are open at once, and opening them is measured apart from relaying chunks.
+ * GET /__bench/stats counts accepted connections and full/resumed TLS handshakes. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -92,6 +93,7 @@ static struct heap_entry *heap; /* min-heap of streams by the due time of their 
 static int heap_len, heap_cap;
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static struct conn *held_head; /* streams on hold */
+static unsigned long n_accepted, n_tls_full, n_tls_resumed; /* GET /__bench/stats */
 
 static uint64_t now_ns(void)
 {
@@ -534,6 +536,11 @@ static int on_message_complete(llhttp_t *p)
         char body[64];
         snprintf(body, sizeof(body), "{\"released\":%d}", n);
         reply_json(c, 200, "OK", body);
+    } else if (p->method == HTTP_GET && strcmp(c->url, "/__bench/stats") == 0) {
+        char body[160];
+        snprintf(body, sizeof(body), "{\"accepted\":%lu,\"tls_full\":%lu,\"tls_resumed\":%lu}",
+                 n_accepted, n_tls_full, n_tls_resumed);
+        reply_json(c, 200, "OK", body);
     } else if (!chat) {
         reply_json(c, 404, "Not Found",
                    "{\"error\":{\"message\":\"Unknown request URL\",\"type\":"
@@ -568,6 +575,10 @@ static void conn_readable(struct conn *c)
             return;
         }
         c->handshaken = true;
+        if (SSL_session_reused(c->ssl))
+            n_tls_resumed++;
+        else
+            n_tls_full++;
     }
     for (int rounds = 0; rounds < 16; rounds++) {
         ssize_t n;
@@ -648,6 +659,7 @@ static void accept_all(struct listener *l)
         struct conn *c = calloc(1, sizeof(*c));
         if (!c)
             die("calloc");
+        n_accepted++;
         c->kind = K_CONN;
         c->fd = fd;
         c->heap_idx = -1;
