@@ -233,6 +233,8 @@ static int set_opt(struct config *cfg, const struct opt *o, const char *val)
         if (strlen(val) >= o->width)
             return -1;
         memcpy(base + o->offset, val, strlen(val) + 1);
+        if (o->offset == OFF(store))
+            cfg->store_set = 1;
         return 0;
     case OPT_INT:
         errno = 0;

@@ -77,6 +77,7 @@ struct config {
     char config_file[1024];   /* -c FILE; empty: none */
     char store[1024];         /* SQLite database for keys and usage */
     char auth[16];            /* "none" (the client's credentials go upstream) or "keys" */
+    int store_set;            /* store given explicitly: record usage even without auth: keys */
 
     /* Always at least one upstream and one route: without a file's "upstreams", the upstream
      * above (with --proxy and --ca-file) becomes "default", routed for every path. */

@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "config.h"
 #include "cors.h"
 #include "relay.h"
 #include "reply.h"
 #include "server.h"
+#include "store.h"
 
 #define IN_INITIAL 8192
 #define NO_KEY_MESSAGE                                                                             \
@@ -247,12 +249,44 @@ int conn_send(struct conn *c, const char *a, size_t alen, const char *b, size_t 
 
 /* ---- request end, closing ---- */
 
+/* One usage record per request for the store thread (never waits on disk). */
+static void record_usage(struct conn *c)
+{
+    const struct access *a = &c->acc;
+    struct usage_record u;
+    struct timespec ts;
+
+    memset(&u, 0, sizeof(u));
+    clock_gettime(CLOCK_REALTIME, &ts);
+    u.ts_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    u.key_id = a->key_id;
+    snprintf(u.upstream, sizeof(u.upstream), "%s", a->upstream);
+    u.upstream_key = a->upstream_key;
+    snprintf(u.model, sizeof(u.model), "%s", a->model);
+    snprintf(u.path, sizeof(u.path), "%s", a->path);
+    u.status = a->status;
+    u.prompt_tokens = a->usage ? (int64_t)a->prompt_tokens : -1;
+    u.completion_tokens = a->usage ? (int64_t)a->completion_tokens : -1;
+    u.cached_tokens = a->usage ? (int64_t)a->cached_tokens : -1;
+    u.reasoning_tokens = a->usage ? (int64_t)a->reasoning_tokens : -1;
+    u.total_tokens = a->usage ? (int64_t)a->total_tokens : -1;
+    u.bytes_in = a->bytes_in;
+    u.bytes_out = a->bytes_out;
+    u.ttfb_ms = a->t_first ? (double)(a->t_first - a->t_start) / 1e6 : -1;
+    u.duration_ms = (double)(uv_hrtime() - a->t_start) / 1e6;
+    snprintf(u.end, sizeof(u.end), "%s", log_end_name(a->end));
+    u.partial = a->usage && !a->usage_complete;
+    store_writer_push(c->w->store, &u);
+}
+
 static void log_request(struct conn *c)
 {
     if (!c->acc_pending)
         return;
     c->acc_pending = 0;
     log_access(&c->acc, cfg_of(c)->access_log);
+    if (c->w->store != NULL)
+        record_usage(c);
 }
 
 static void free_handle(uv_handle_t *h)
@@ -406,6 +440,24 @@ static void reject(struct conn *c, int status, const char *why)
     local_reply(c, buf, n, status, 1);
 }
 
+/* auth: keys refused the request: the SDKs must not retry it. Keep-alive is kept, the request
+ * was read whole or will be closed by local_reply. */
+static void refuse_key(struct conn *c, int status)
+{
+    char buf[2048];
+    const char *type, *code;
+    size_t n;
+
+    reply_kind(status, &type, &code);
+    n = reply_error_fields(buf, sizeof(buf), status, type, code,
+                           status == 401 ? "invalid, revoked or expired relay key (send it as "
+                                           "Authorization: Bearer sk-ferry-...)"
+                                         : "this relay key may not use this model or upstream",
+                           !c->keepalive, 0, "x-should-retry: false\r\n");
+    c->acc.end = END_REJECTED;
+    local_reply(c, buf, n, status, !c->keepalive);
+}
+
 /* A request body turned out bad (or too slow) after the relay started. */
 static void body_fail(struct conn *c, int status, const char *why, enum end_reason end)
 {
@@ -432,6 +484,13 @@ static void body_end_failed(struct conn *c, int rc)
                   END_REJECTED);
     else if (rc == -503)
         body_fail(c, 503, NO_KEY_MESSAGE, END_UPSTREAM_ERROR);
+    else if (rc == -401 || rc == -403) {
+        struct relay *r = c->relay;
+        relay_cancel(r, END_REJECTED);
+        c->relay = NULL;
+        relay_free(r);
+        refuse_key(c, -rc);
+    }
     else
         body_fail(c, -rc, "the relay could not start the upstream request", END_UPSTREAM_ERROR);
 }
@@ -446,6 +505,7 @@ static void begin_request(struct conn *c)
     memset(&c->acc, 0, sizeof(c->acc));
     memcpy(c->acc.client, saved, sizeof(saved));
     c->acc.t_start = uv_hrtime();
+    c->acc.upstream_key = -1;
     c->phase = PHASE_HEAD;
     c->t_head = uv_now(&c->w->loop);
     c->msg_complete = 0;
@@ -577,6 +637,10 @@ static int handle_head(struct conn *c)
         if (status == 503) {
             reject(c, 503, NO_KEY_MESSAGE);
             return 0;
+        }
+        if (status == 401 || status == 403) {
+            refuse_key(c, status);
+            return !c->closed && c->phase == PHASE_IDLE;
         }
         c->acc.end = END_UPSTREAM_ERROR;
         c->acc.status = 500;

@@ -27,6 +27,8 @@ struct access {
     int usage_complete;  /* the response ended as it should (a stream saw its terminal event) */
     uint64_t prompt_tokens, completion_tokens, total_tokens, cached_tokens, reasoning_tokens;
     char model[128];
+    int64_t key_id;      /* relay key (0: none) */
+    int upstream_key;    /* index in the upstream's key pool (-1: none) */
 };
 
 const char *log_end_name(enum end_reason end);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "config.h"
 #include "conn.h"
@@ -23,6 +24,7 @@
 #include "usage.h"
 #include "reply.h"
 #include "server.h"
+#include "store.h"
 
 enum framing { FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
 
@@ -34,6 +36,8 @@ struct relay {
     CURL *easy;                /* NULL once the transfer is over */
     struct upstream_def *up;   /* chosen by the routes; NULL until then */
     int key;                   /* pool key in use (-1: the client's own credentials) */
+    struct keyring *ring;      /* auth: keys — the snapshot the client's key was found in */
+    const struct key_entry *client_key; /* valid while ring is held */
     int attempts;              /* transfers started after the first (pool retries) */
     struct curl_slist *sent;   /* hdrs + the pool key, as given to libcurl */
     int holding;               /* an error answer held back until judged (pool upstreams) */
@@ -578,6 +582,7 @@ static int apply_key(struct relay *r)
     if (k < 0)
         return -503;
     r->key = k;
+    r->c->acc.upstream_key = k;
     for (it = r->hdrs; it != NULL && ok; it = it->next)
         l = append(l, it->data, &ok);
     if (strcasecmp(r->up->key_header, "authorization") == 0)
@@ -732,6 +737,11 @@ static int choose_upstream(struct relay *r, const char *model)
     if (rt == NULL)
         return -404;
     up = rt->upstream;
+    if (r->client_key != NULL && (!key_entry_allows_upstream(r->client_key, up->name) ||
+                                  !key_entry_allows_model(r->client_key, model)))
+        return -403;
+    if (r->client_key != NULL)
+        snprintf(r->c->acc.model, sizeof(r->c->acc.model), "%s", model ? model : "");
     r->up = up;
     ulen = strlen(up->url);
     free(r->url);
@@ -754,6 +764,48 @@ static int choose_upstream(struct relay *r, const char *model)
         if (!ok)
             return -500;
     }
+    return 0;
+}
+
+/* Unix time in ms (key expiry is wall-clock). */
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* auth: keys — the client's relay key (Authorization: Bearer, api-key or x-api-key) must be a
+ * known, live key; it never goes upstream. Returns 0, or -401. */
+static int authenticate(struct relay *r, const struct relay_req *rq)
+{
+    unsigned char hash[STORE_HASH_LEN];
+    const char *tok = NULL;
+    size_t len = 0;
+    int i = headers_find(rq->hdrs, rq->nhdrs, "authorization");
+    struct curl_slist *l = NULL, *it;
+    int ok = 1;
+
+    if (i >= 0 && rq->hdrs[i].value_len > 7 && strncasecmp(rq->hdrs[i].value, "Bearer ", 7) == 0) {
+        tok = rq->hdrs[i].value + 7;
+        len = rq->hdrs[i].value_len - 7;
+    } else if ((i = headers_find(rq->hdrs, rq->nhdrs, "api-key")) >= 0 ||
+               (i = headers_find(rq->hdrs, rq->nhdrs, "x-api-key")) >= 0) {
+        tok = rq->hdrs[i].value;
+        len = rq->hdrs[i].value_len;
+    }
+    for (it = r->hdrs; it != NULL && ok; it = it->next) /* the relay key stays here */
+        if (!is_credential(it->data))
+            l = append(l, it->data, &ok);
+    curl_slist_free_all(r->hdrs);
+    r->hdrs = l;
+    if (!ok || r->w->store == NULL || tok == NULL || store_key_hash(tok, len, hash) != 0)
+        return -401;
+    r->ring = store_writer_keyring(r->w->store);
+    r->client_key = keyring_find(r->ring, hash);
+    if (r->client_key == NULL || key_entry_state(r->client_key, wall_ms()) != KEY_VALID)
+        return -401;
+    r->c->acc.key_id = r->client_key->id;
     return 0;
 }
 
@@ -787,9 +839,17 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     r->hdrs = request_fields(rq, cfg->drop_headers, &ok);
     if (!ok)
         goto fail;
+    if (strcmp(cfg->auth, "keys") == 0) {
+        rc = authenticate(r, rq);
+        if (rc != 0) {
+            *status = -rc;
+            goto fail;
+        }
+    }
     r->buffered = r->has_body && !r->chunked && r->content_length <= cfg->buffer_size;
-    /* A route by model needs the body; without a small complete body it cannot match. */
-    if (!(cfg->model_routes && r->buffered)) {
+    /* A route by model, or a relay key limited to some models, needs the body; without a small
+     * complete body the model is unknown. */
+    if (!((cfg->model_routes || (r->client_key && r->client_key->nmodels > 0)) && r->buffered)) {
         rc = choose_upstream(r, NULL);
         if (rc != 0) {
             *status = -rc;
@@ -825,6 +885,8 @@ void relay_free(struct relay *r)
         upstream_remove(&r->w->up, r->easy);
     curl_slist_free_all(r->hdrs);
     curl_slist_free_all(r->sent);
+    if (r->ring != NULL)
+        keyring_release(r->ring);
     if (r->filter != NULL)
         usage_filter_free(r->filter);
     free(r->filter);

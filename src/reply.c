@@ -49,6 +49,8 @@ void reply_kind(int status, const char **type, const char **code)
     *type = status >= 500 ? "relay_error" : "invalid_request_error";
     switch (status) {
     case 400: *code = "bad_request"; break;
+    case 401: *code = "invalid_api_key"; break;
+    case 403: *code = "key_not_allowed"; break;
     case 404: *code = "no_route"; break;
     case 405: *code = "method_not_allowed"; break;
     case 408: *code = "request_timeout"; break;
@@ -85,6 +87,12 @@ static size_t json_escape(char *out, size_t cap, const char *s)
 size_t reply_error(char *buf, size_t cap, int status, const char *type, const char *code,
                    const char *message, int close, int head_only)
 {
+    return reply_error_fields(buf, cap, status, type, code, message, close, head_only, NULL);
+}
+
+size_t reply_error_fields(char *buf, size_t cap, int status, const char *type, const char *code,
+                          const char *message, int close, int head_only, const char *fields)
+{
     char msg[512], body[768];
     int blen, len;
 
@@ -97,10 +105,10 @@ size_t reply_error(char *buf, size_t cap, int status, const char *type, const ch
     len = snprintf(buf, cap,
                    "HTTP/1.1 %d %s\r\n"
                    "Content-Type: application/json\r\n"
-                   "Content-Length: %d\r\n" CORS_RESPONSE_FIELDS "%s"
+                   "Content-Length: %d\r\n" CORS_RESPONSE_FIELDS "%s%s"
                    "\r\n%s",
-                   status, reply_reason(status), blen, close ? "Connection: close\r\n" : "",
-                   head_only ? "" : body);
+                   status, reply_reason(status), blen, fields ? fields : "",
+                   close ? "Connection: close\r\n" : "", head_only ? "" : body);
     if (len < 0 || (size_t)len >= cap)
         return 0;
     return (size_t)len;

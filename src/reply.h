@@ -15,6 +15,10 @@ const char *reply_reason(int status);
 size_t reply_error(char *buf, size_t cap, int status, const char *type, const char *code,
                    const char *message, int close, int head_only);
 
+/* The same with extra header fields (each "Name: value\r\n"; NULL: none). */
+size_t reply_error_fields(char *buf, size_t cap, int status, const char *type, const char *code,
+                          const char *message, int close, int head_only, const char *fields);
+
 /* OpenAI-style error type and ferry's code for a relay-generated status. */
 void reply_kind(int status, const char **type, const char **code);
 

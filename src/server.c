@@ -22,6 +22,7 @@
 #include "conn.h"
 #include "log.h"
 #include "relay.h"
+#include "store.h"
 
 static atomic_int drain_requested;
 static atomic_int kill_requested;
@@ -197,11 +198,13 @@ static void worker_thread(void *arg)
     worker_main(arg);
 }
 
-static int worker_init(struct worker *w, const struct config *cfg, int id, int fd)
+static int worker_init(struct worker *w, const struct config *cfg, int id, int fd,
+                       struct store_writer *store)
 {
     int rc;
 
     memset(w, 0, sizeof(*w));
+    w->store = store;
     w->id = id;
     w->cfg = cfg;
     w->listen_fd = fd;
@@ -293,7 +296,8 @@ int server_run(const struct config *cfg)
 {
     int n = cfg->threads, port = cfg->listen_port, started = 0, exit_code = 0;
     struct worker *workers = calloc((size_t)n, sizeof(*workers));
-    char shown[300];
+    struct store_writer *store = NULL;
+    char shown[300], err[256];
     sigset_t set;
 
     if (workers == NULL)
@@ -308,16 +312,25 @@ int server_run(const struct config *cfg)
         log_error("libcurl initialisation failed");
         return 1;
     }
+    /* The store thread owns the database: usage records go to it, relay keys come from it. */
+    if (strcmp(cfg->auth, "keys") == 0 || cfg->store_set) {
+        if (store_writer_start(cfg->store, &store, err, sizeof(err)) != 0) {
+            log_error("store %s: %s", cfg->store, err);
+            return 1;
+        }
+    }
     for (int i = 0; i < n; i++) {
         int fd = bind_socket(cfg->listen_host, &port, shown, sizeof(shown));
-        if (fd < 0 || worker_init(&workers[i], cfg, i, fd) != 0) {
+        if (fd < 0 || worker_init(&workers[i], cfg, i, fd, store) != 0) {
             exit_code = 1;
             break;
         }
         started++;
     }
     if (exit_code != 0) {
-        /* Nothing is running yet: closing the process is the cleanup. */
+        /* No worker runs yet: closing the process is the cleanup (the store is flushed). */
+        if (store != NULL)
+            store_writer_stop(store);
         return exit_code;
     }
     for (int i = 0; i < n; i++)
@@ -329,10 +342,13 @@ int server_run(const struct config *cfg)
         else
             fprintf(stderr, "%s%s=%s", i ? "," : "", cfg->upstreams[i].name, cfg->upstreams[i].url);
     fprintf(stderr, " (%d thread%s)\n", n, n == 1 ? "" : "s");
-    for (size_t i = 0; i < cfg->nupstreams; i++)
+    if (store != NULL)
+        log_error("store %s: usage records%s", cfg->store,
+                  strcmp(cfg->auth, "keys") == 0 ? ", relay keys required (auth: keys)" : "");
+    for (size_t i = 0; i < cfg->nupstreams && strcmp(cfg->auth, "keys") != 0; i++)
         if (cfg->upstreams[i].nkeys > 0 && cfg->nroutes > 0)
             log_error("upstream %s has a key pool: anyone who can reach this relay spends those "
-                      "keys (relay-issued keys are not in this version yet)",
+                      "keys (set auth: keys to require relay-issued keys)",
                       cfg->upstreams[i].name);
     fflush(stderr);
 
@@ -353,6 +369,8 @@ int server_run(const struct config *cfg)
     }
     for (int i = 0; i < n; i++)
         uv_thread_join(&workers[i].thread);
+    if (store != NULL) /* after every worker: nothing pushes any more; commits what is queued */
+        store_writer_stop(store);
     free(workers);
     curl_global_cleanup();
     return 0;

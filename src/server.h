@@ -25,6 +25,7 @@ struct worker {
     uv_timer_t drain_timer;
     struct upstream up;
     struct pool_prober prober; /* worker 0 only, when some upstream has a key pool */
+    struct store_writer *store; /* usage records and relay keys; NULL when not configured */
     int has_prober;
     struct conn *conns;    /* every open connection (doubly linked) */
     struct conn *deferred; /* connections with deferred work (singly linked) */
