@@ -295,7 +295,11 @@ static void usage(FILE *f)
         fprintf(f, "  %-30s %s\n  %-30s [%s]\n", flag, o->help, "", env);
     }
     fprintf(f, "  -h, --help                     this text\n"
-               "  -V, --version                  print the version\n");
+               "  -V, --version                  print the version\n\n"
+               "subcommands (each also takes -c FILE and --store PATH):\n"
+               "  ferry check-config -c FILE     validate a configuration file\n"
+               "  ferry keys create|list|show|revoke ...   relay-issued keys (auth: keys)\n"
+               "  ferry usage [--since 24h] [--by key,model,day] [--json]   usage totals\n");
 }
 
 static const struct opt *find_long(const char *name, size_t len)
