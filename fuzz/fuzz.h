@@ -11,12 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Where FZ_CHECK reports: a target that silences stderr (config) points FZ_ERR elsewhere. */
+#ifndef FZ_ERR
+#define FZ_ERR stderr
+#endif
+
 #define FZ_CHECK(cond, ...)                                                                        \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz invariant broken at %s:%d: %s\n  ", __FILE__, __LINE__, #cond);  \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
+            fprintf(FZ_ERR, "fuzz invariant broken at %s:%d: %s\n  ", __FILE__, __LINE__, #cond);  \
+            fprintf(FZ_ERR, __VA_ARGS__);                                                          \
+            fputc('\n', FZ_ERR);                                                                   \
+            fflush(FZ_ERR);                                                                        \
             abort();                                                                               \
         }                                                                                          \
     } while (0)

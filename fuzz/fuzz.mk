@@ -6,7 +6,7 @@
 #   make fuzz T=request S=600         fuzz one target for S seconds; new inputs go to build-fuzz/new/T,
 #                                     crashes to build-fuzz/crash/T/ (nothing is written under fuzz/)
 #   make fuzz T=guard_head KNOWN=1    the same, letting reported findings through (FUZZ_ALLOW_KNOWN)
-#   make fuzz-merge T=request         add to fuzz/corpus/T only the new inputs that add coverage
+#   make fuzz-merge T=request         add to fuzz/corpus/T only the new inputs that reach new edges
 FUZZ_CC      ?= clang
 FUZZ_B       := build-fuzz
 FUZZ_TARGETS := guard_head guard_chunk request config
@@ -80,8 +80,10 @@ fuzz: $(FUZZ_BIN)
 	  -max_len=$(FUZZ_MAXLEN_$(T)) -artifact_prefix=$(FUZZ_B)/crash/$(T)/ $(FUZZ_ARGS) \
 	  $(FUZZ_B)/new/$(T) fuzz/corpus/$(T)
 
+# Edges only (-use_counters=0): an input is kept when it reaches code the corpus does not, not
+# merely more often; that keeps the committed corpus to a few hundred files.
 fuzz-merge: $(FUZZ_B)/fuzz_$(T)
-	$(FUZZ_B)/fuzz_$(T) -merge=1 -max_len=$(FUZZ_MAXLEN_$(T)) fuzz/corpus/$(T) $(FUZZ_B)/new/$(T)
+	$(FUZZ_B)/fuzz_$(T) -merge=1 -use_counters=0 -max_len=$(FUZZ_MAXLEN_$(T)) fuzz/corpus/$(T) $(FUZZ_B)/new/$(T)
 
 fuzz-clean:
 	rm -rf $(FUZZ_B)
