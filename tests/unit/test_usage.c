@@ -643,6 +643,8 @@ static const struct filter_case filter_cases[] = {
     FILTER("whitespace around the member",
            "data: {\"a\":1, \"usage\" : null }\n\ndata: { \"usage\": null, \"b\": 2 }\n\n",
            "data: {\"a\":1}\n\ndata: { \"b\": 2 }\n\n"),
+    FILTER("whitespace before the comma", "data: {\"a\":1,\"usage\":null\t,\"b\":2}\n\n",
+           "data: {\"a\":1,\"b\":2}\n\n"),
     FILTER("no space after data:", "data:{\"a\":[],\"usage\":null}\n\n", "data:{\"a\":[]}\n\n"),
     FILTER("choices [] with usage null: the member goes, the event stays",
            "data: {\"choices\":[],\"usage\":null}\n\n", "data: {\"choices\":[]}\n\n"),
@@ -859,6 +861,36 @@ static void filter_hold_bound(void **state)
     free(s.buf);
 }
 
+/* A long usage-only chunk is held whole (it is below hold_max) and dropped; the big buffer it
+ * needed is given back once the event is over, not kept for the rest of the stream. */
+static void filter_long_event_buffer_returned(void **state)
+{
+    enum { ID = 20000 };
+    static char ev[ID + 128];
+    struct usage_filter f;
+    struct sink s = {0};
+    size_t n;
+
+    n = (size_t)snprintf(ev, sizeof(ev), "data: {\"id\":\"");
+    memset(ev + n, 'x', ID);
+    n += ID;
+    n += (size_t)snprintf(ev + n, sizeof(ev) - n, "\",\"choices\":[],\"usage\":{}}\n\n");
+    usage_filter_init(&f, NULL);
+    for (size_t i = 0; i < n; i += 1000)
+        assert_int_equal(
+            usage_filter_feed(&f, ev + i, n - i < 1000 ? n - i : 1000, sink_out, &s), 0);
+    assert_int_equal(s.len, 0);
+    assert_int_equal(f.dropped_events, 1);
+    assert_true(f.hold_peak >= ID && f.hold_peak <= USAGE_FILTER_HOLD_MAX);
+    assert_int_equal(f.hold_cap, 0);
+    assert_null(f.hold);
+    assert_int_equal(usage_filter_feed(&f, DONE, sizeof(DONE) - 1, sink_out, &s), 0);
+    assert_int_equal(s.len, sizeof(DONE) - 1);
+    assert_true(f.hold_cap <= 256);
+    usage_filter_free(&f);
+    free(s.buf);
+}
+
 /* At the end of the stream, what is held goes out as it is (a stream cut in the middle). */
 static void filter_finish_releases(void **state)
 {
@@ -1021,6 +1053,7 @@ int main(void)
         cmocka_unit_test(filter_feeds_the_tap),
         cmocka_unit_test(filter_holds_little),
         cmocka_unit_test(filter_hold_bound),
+        cmocka_unit_test(filter_long_event_buffer_returned),
         cmocka_unit_test(filter_finish_releases),
         cmocka_unit_test(filter_out_error),
         cmocka_unit_test(filter_huge_content),
