@@ -833,6 +833,7 @@ async function main() {
   }
   // every peer must have produced numbers for every metric it takes part in
   for (const k of Object.keys(meta)) {
+    if (meta[k].better === 'info') continue; // diagnostics: not every run has them
     for (const p of PEERS) {
       if (k.startsWith('tp_all') && !CFG.tpAll.peers.includes(p)) continue;
       const v = (results[k] || {})[p];
