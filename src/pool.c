@@ -49,6 +49,14 @@ int pool_pick(struct upstream_def *up, int64_t now, int avoid)
     return fallback;
 }
 
+void pool_key_field(const struct upstream_def *up, int k, char *out, size_t cap)
+{
+    if (strcasecmp(up->key_header, "authorization") == 0)
+        snprintf(out, cap, "Authorization: Bearer %s", up->keys[k]);
+    else
+        snprintf(out, cap, "%s: %s", up->key_header, up->keys[k]);
+}
+
 enum pool_verdict pool_judge(int status, const char *body, size_t len)
 {
     static const char quota[] = "insufficient_quota";
@@ -154,11 +162,9 @@ static void probe_start(struct pool_prober *p, struct upstream_def *def, int k)
     pr->def = def;
     pr->k = k;
     snprintf(pr->url, sizeof(pr->url), "%s/v1/models", def->url);
-    if (strcasecmp(def->key_header, "authorization") == 0)
-        snprintf(line, sizeof(line), "Authorization: Bearer %s", def->keys[k]);
-    else
-        snprintf(line, sizeof(line), "%s: %s", def->key_header, def->keys[k]);
+    pool_key_field(def, k, line, sizeof(line));
     pr->hdrs = curl_slist_append(NULL, line);
+    explicit_bzero(line, sizeof(line));
     e = upstream_easy(p->up);
     if (pr->hdrs == NULL || e == NULL) {
         curl_slist_free_all(pr->hdrs);

@@ -25,6 +25,10 @@ int64_t pool_now(void);
 /* A healthy key index, round-robin, avoiding `avoid` when another is healthy; -1 when none. */
 int pool_pick(struct upstream_def *up, int64_t now, int avoid);
 
+/* The request field that carries key k of up ("Authorization: Bearer KEY", "api-key: KEY"...),
+ * for libcurl's header list. The caller clears out when done. */
+void pool_key_field(const struct upstream_def *up, int k, char *out, size_t cap);
+
 /* What an upstream answer (status and the start of its body) says about the key that got it. */
 enum pool_verdict pool_judge(int status, const char *body, size_t len);
 

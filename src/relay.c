@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "buf.h"
 #include "conn.h"
 #include "cors.h"
 #include "headers.h"
@@ -46,10 +47,8 @@ struct relay {
     int injected;              /* ferry added stream_options.include_usage to the request */
     struct usage *tap;         /* reads the response's usage as it passes; NULL when untracked */
     struct usage_filter *filter; /* removes what the injection added from the client's stream */
-    char *fo;                  /* the filter's output for one upstream read, sent as one chunk */
-    size_t fo_len, fo_cap;
-    char *hold;
-    size_t hold_len, hold_cap;
+    struct buf fo;             /* the filter's output for one upstream read, sent as one chunk */
+    struct buf hold;
     char *path;                /* origin-form target as received */
     size_t path_len;
     struct curl_slist *hdrs;   /* request fields as sent upstream */
@@ -70,8 +69,7 @@ struct relay {
     int upload_paused, recv_paused;
 
     /* response */
-    char *rh;                  /* header lines of the upstream's current response */
-    size_t rh_len, rh_cap;
+    struct buf rh;             /* header lines of the upstream's current response */
     int status;
     char reason[64];
     int head_sent;
@@ -201,9 +199,9 @@ static size_t parse_fields(struct relay *r, struct hdr *h, size_t cap)
 {
     size_t n = 0, i = 0;
 
-    while (i < r->rh_len && n < cap) {
-        char *line = r->rh + i, *eol = memchr(line, '\n', r->rh_len - i), *colon;
-        size_t len = eol ? (size_t)(eol - line) : r->rh_len - i;
+    while (i < r->rh.len && n < cap) {
+        char *line = r->rh.data + i, *eol = memchr(line, '\n', r->rh.len - i), *colon;
+        size_t len = eol ? (size_t)(eol - line) : r->rh.len - i;
         i += len + 1;
         while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
             len--;
@@ -324,7 +322,7 @@ static int send_head(struct relay *r)
                 strncasecmp(fields[ct].value, "text/event-stream", 17) == 0);
     headers_filter_response(fields, n, r->framing == FRAME_LENGTH || no_body, keep);
 
-    cap = 256 + sizeof(CORS_RESPONSE_FIELDS) + r->rh_len + 2 * n;
+    cap = 256 + sizeof(CORS_RESPONSE_FIELDS) + r->rh.len + 2 * n;
     head = malloc(cap);
     if (head == NULL)
         return -1;
@@ -365,9 +363,7 @@ static int send_head(struct relay *r)
         }
     }
     r->head_sent = 1;
-    free(r->rh); /* the fields are in the client's head now; a long stream keeps no copy */
-    r->rh = NULL;
-    r->rh_len = r->rh_cap = 0;
+    buf_free(&r->rh); /* the fields are in the client's head now; a long stream keeps no copy */
     c->acc.status = r->status;
     c->acc.t_first = uv_hrtime();
     r->t_last = now_ms(r);
@@ -387,7 +383,7 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
             return 0;
         }
         r->c->acc.upstream_status = r->status;
-        r->rh_len = 0;
+        r->rh.len = 0;
         return n;
     }
     if (r->head_sent)
@@ -401,23 +397,10 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
         }
         return send_head(r) == 0 ? n : 0;
     }
-    if (r->rh_len + n > r->cfg->max_response_header_bytes) {
+    if (buf_add(&r->rh, buf, n, r->cfg->max_response_header_bytes) != 0) {
         r->fail_msg = "upstream response head too large";
         return 0;
     }
-    if (r->rh_len + n > r->rh_cap) {
-        size_t cap = r->rh_cap ? r->rh_cap * 2 : 2048;
-        char *p;
-        while (cap < r->rh_len + n)
-            cap *= 2;
-        p = realloc(r->rh, cap);
-        if (p == NULL)
-            return 0;
-        r->rh = p;
-        r->rh_cap = cap;
-    }
-    memcpy(r->rh + r->rh_len, buf, n);
-    r->rh_len += n;
     return n;
 }
 
@@ -428,18 +411,7 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
 static int filter_out(void *ud, const char *p, size_t n)
 {
     struct relay *r = ud;
-
-    if (r->fo_len + n > r->fo_cap) {
-        size_t cap = r->fo_len + n < 16384 ? 16384 : r->fo_len + n;
-        char *q = realloc(r->fo, cap);
-        if (q == NULL)
-            return -1;
-        r->fo = q;
-        r->fo_cap = cap;
-    }
-    memcpy(r->fo + r->fo_len, p, n);
-    r->fo_len += n;
-    return 0;
+    return buf_add(&r->fo, p, n, SIZE_MAX);
 }
 
 /* Runs the filter over n upstream bytes (or, with n == 0 and p == NULL, finishes it) and sends
@@ -448,11 +420,11 @@ static int filter_pass(struct relay *r, const char *p, size_t n)
 {
     int rc;
 
-    r->fo_len = 0;
+    r->fo.len = 0;
     rc = p != NULL ? usage_filter_feed(r->filter, p, n, filter_out, r)
                    : usage_filter_finish(r->filter, filter_out, r);
-    if (rc == 0 && r->fo_len > 0 &&
-        conn_send(r->c, NULL, 0, r->fo, r->fo_len, r->framing == FRAME_CHUNKED) != 0)
+    if (rc == 0 && r->fo.len > 0 &&
+        conn_send(r->c, NULL, 0, r->fo.data, r->fo.len, r->framing == FRAME_CHUNKED) != 0)
         rc = -1;
     return rc;
 }
@@ -483,9 +455,9 @@ static int release_held(struct relay *r)
     r->holding = 0;
     if (send_head(r) != 0)
         return -1;
-    if (r->hold_len > 0 && r->framing != FRAME_NONE)
-        conn_send(r->c, NULL, 0, r->hold, r->hold_len, r->framing == FRAME_CHUNKED);
-    r->hold_len = 0;
+    if (r->hold.len > 0 && r->framing != FRAME_NONE)
+        conn_send(r->c, NULL, 0, r->hold.data, r->hold.len, r->framing == FRAME_CHUNKED);
+    r->hold.len = 0;
     return 0;
 }
 
@@ -495,19 +467,8 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
     size_t n = size * nmemb;
 
     if (r->holding) {
-        if (r->hold_len + n <= HOLD_MAX) {
-            if (r->hold_len + n > r->hold_cap) {
-                size_t cap = r->hold_len + n > 4096 ? HOLD_MAX : 4096;
-                char *p = realloc(r->hold, cap);
-                if (p == NULL)
-                    return 0;
-                r->hold = p;
-                r->hold_cap = cap;
-            }
-            memcpy(r->hold + r->hold_len, ptr, n);
-            r->hold_len += n;
+        if (buf_add(&r->hold, ptr, n, HOLD_MAX) == 0)
             return n;
-        }
         /* Too long for an error answer: relay it as it is. */
         if (release_held(r) != 0)
             return 0;
@@ -585,10 +546,7 @@ static int apply_key(struct relay *r)
     r->c->acc.upstream_key = k;
     for (it = r->hdrs; it != NULL && ok; it = it->next)
         l = append(l, it->data, &ok);
-    if (strcasecmp(r->up->key_header, "authorization") == 0)
-        snprintf(line, sizeof(line), "Authorization: Bearer %s", r->up->keys[k]);
-    else
-        snprintf(line, sizeof(line), "%s: %s", r->up->key_header, r->up->keys[k]);
+    pool_key_field(r->up, k, line, sizeof(line));
     l = append(l, line, &ok);
     explicit_bzero(line, sizeof(line));
     r->sent = l;
@@ -606,7 +564,7 @@ static int start_easy(struct relay *r)
     r->easy = e;
     r->errbuf[0] = '\0';
     r->upload_paused = r->recv_paused = 0;
-    r->rh_len = 0;
+    r->rh.len = 0;
     r->status = 0;
     curl_easy_setopt(e, CURLOPT_URL, r->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, &r->job);
@@ -890,14 +848,14 @@ void relay_free(struct relay *r)
     if (r->filter != NULL)
         usage_filter_free(r->filter);
     free(r->filter);
-    free(r->fo);
+    buf_free(&r->fo);
     free(r->tap);
-    free(r->hold);
+    buf_free(&r->hold);
     free(r->url);
     free(r->path);
     free(r->redirect_to);
     free(r->body);
-    free(r->rh);
+    buf_free(&r->rh);
     free(r);
 }
 
@@ -1061,7 +1019,7 @@ static int pool_retry(struct relay *r, CURLcode result)
     if (r->key < 0 || r->head_sent || r->timed_out)
         return 0;
     if (r->holding)
-        v = result == CURLE_OK ? pool_judge(r->status, r->hold, r->hold_len) : POOL_RETRY;
+        v = result == CURLE_OK ? pool_judge(r->status, r->hold.data, r->hold.len) : POOL_RETRY;
     else if (result != CURLE_OK && r->fail_msg == NULL)
         v = POOL_RETRY;
     else
@@ -1076,8 +1034,8 @@ static int pool_retry(struct relay *r, CURLcode result)
         return 0; /* no other healthy key: the held answer goes to the client */
     r->attempts++;
     r->holding = 0;
-    r->hold_len = 0;
-    r->rh_len = 0;
+    r->hold.len = 0;
+    r->rh.len = 0;
     r->status = 0;
     r->body_rd = 0;
     r->c->acc.upstream_status = 0;

@@ -1,0 +1,20 @@
+/* buf — a growable byte buffer with a ceiling, for the few places that must hold bytes whose size
+ * is not known in advance (an upstream response head, an error answer held back, a filter's
+ * output). The owner frees data with buf_free(). */
+#ifndef FERRY_BUF_H
+#define FERRY_BUF_H
+
+#include <stddef.h>
+
+struct buf {
+    char *data;
+    size_t len, cap;
+};
+
+/* Appends p[0..n). Returns 0, or -1 when len + n would pass max or memory is short (the buffer
+ * is then unchanged). */
+int buf_add(struct buf *b, const void *p, size_t n, size_t max);
+
+void buf_free(struct buf *b);
+
+#endif
