@@ -331,8 +331,9 @@ static int send_head(struct relay *r)
     for (size_t i = 0; i < n; i++) {
         if (!keep[i])
             continue;
-        /* With a pool key, the account behind it is not the client's business. */
-        if (r->key >= 0 && (headers_name_is(fields[i].name, fields[i].name_len, "openai-organization") ||
+        /* With a pool key or in gateway mode, the account behind the call is not the client's
+         * business. */
+        if ((r->key >= 0 || r->client_key != NULL) && (headers_name_is(fields[i].name, fields[i].name_len, "openai-organization") ||
                             headers_name_is(fields[i].name, fields[i].name_len, "openai-project")))
             continue;
         memcpy(head + len, fields[i].name, fields[i].name_len);
