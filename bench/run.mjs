@@ -6,7 +6,8 @@
 //
 // Environment: REPS (repetitions, default 6), PEERS (comma list, default ferry,nginx,workerd),
 // BENCH_KEEP=1 (keep the temp dir with configs and logs), BENCH_OUT (results file, default
-// bench/results/latest.md; smoke writes none unless it is set).
+// bench/results/latest.md; smoke writes none unless it is set), BENCH_WORKERD (workerd binary,
+// default: the one npm installed).
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -58,7 +59,7 @@ const BIN = {
   loadc: path.join(ROOT, 'build/bench/loadc'),
   nginx: '/usr/sbin/nginx',
   wrk: '/usr/bin/wrk',
-  workerd: findWorkerd(),
+  workerd: process.env.BENCH_WORKERD || findWorkerd(),
 };
 const LUA = path.join(ROOT, 'bench/chat.lua');
 const SEED = path.join(ROOT, 'bench/peers/seed-worker.js');
