@@ -114,6 +114,14 @@ int upstream_init(struct upstream *u, uv_loop_t *loop)
     u->multi = curl_multi_init();
     if (u->multi == NULL)
         return -1;
+    /* Without a share handle libcurl resumes a TLS session only within one easy handle: every
+     * new upstream connection would pay a full handshake. One worker = one thread, so the share
+     * needs no lock callbacks. */
+    u->share = curl_share_init();
+    if (u->share != NULL) {
+        curl_share_setopt(u->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+        curl_share_setopt(u->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    }
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
@@ -136,15 +144,20 @@ void upstream_close(struct upstream *u)
     u->nspare = 0;
     curl_multi_cleanup(u->multi); /* closes cached connections: on_socket(REMOVE) for each */
     u->multi = NULL;
+    if (u->share != NULL)
+        curl_share_cleanup(u->share);
+    u->share = NULL;
     uv_timer_stop(&u->timer);
     uv_close((uv_handle_t *)&u->timer, NULL);
 }
 
 CURL *upstream_easy(struct upstream *u)
 {
-    if (u->nspare > 0)
-        return u->spare[--u->nspare];
-    return curl_easy_init();
+    CURL *e = u->nspare > 0 ? u->spare[--u->nspare] : curl_easy_init();
+
+    if (e != NULL && u->share != NULL) /* curl_easy_reset() cleared it */
+        curl_easy_setopt(e, CURLOPT_SHARE, u->share);
+    return e;
 }
 
 int upstream_add(struct upstream *u, CURL *easy)

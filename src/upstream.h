@@ -22,6 +22,7 @@ struct upstream_job {
 struct upstream {
     uv_loop_t *loop;
     CURLM *multi;
+    CURLSH *share;   /* TLS sessions and DNS answers, shared by this worker's transfers */
     uv_timer_t timer;
     CURL *spare[64]; /* easy handles kept for reuse: reset, not re-created */
     int nspare;
@@ -34,7 +35,7 @@ int upstream_init(struct upstream *u, uv_loop_t *loop);
  * must run once more for the handles to close. */
 void upstream_close(struct upstream *u);
 
-/* A reset easy handle, from the spare list or new. */
+/* A reset easy handle, from the spare list or new, attached to the worker's share handle. */
 CURL *upstream_easy(struct upstream *u);
 
 /* Starts a transfer. Returns 0 or -1. */
