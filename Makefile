@@ -84,6 +84,7 @@ soak: asan tests/mock/mock
 test: deps-test all
 	$(MAKE) clang
 	$(MAKE) unit
+	$(MAKE) fuzz-replay
 	$(MAKE) e2e
 	$(MAKE) e2e-asan
 	$(MAKE) soak S=60

@@ -293,10 +293,12 @@ static void load_route(struct loader *l, size_t idx, struct fy_node *n)
         }
     }
     snprintf(field, sizeof(field), "routes[%zu].upstream", idx);
-    if (name_node == NULL)
-        fail_at(l, n, field, "upstream: is required");
+    if (name_node == NULL || (name[0] == '\0' && !l->failed))
+        fail_at(l, name_node ? name_node : n, field, "upstream: is required");
     else if (name[0] && (r->upstream = find_upstream(cfg, name)) == NULL)
         fail_at(l, name_node, field, "no upstream called '%s' in upstreams:", name);
+    if (r->upstream == NULL)
+        cfg->nroutes--; /* a refused route is not kept, even in a configuration that is refused */
 }
 
 static void print_parse_errors(struct loader *l, struct fy_diag *diag)

@@ -192,7 +192,10 @@ long guard_head_scan(struct guard_head *g, const struct guard_limits *lim, const
         if (lf == NULL) {
             /* Refuse as early as possible: no need to wait for the end of an oversized line. */
             size_t pending = len - g->line_start;
-            for (i = g->scan; i < len; i++) {
+            /* A CR that ended the previous read was only allowed pending its LF: check it again
+             * now that the byte after it is here. */
+            i = g->scan > g->line_start && buf[g->scan - 1] == '\r' ? g->scan - 1 : g->scan;
+            for (; i < len; i++) {
                 unsigned char c = (unsigned char)buf[i];
                 if (c == '\r' && i + 1 < len) {
                     *why = "bare CR in request head";

@@ -156,6 +156,9 @@ static const struct head_case head_cases[] = {
     REJECT("bare CR in value", RL "Host: a\r\nX-A: b\rc\r\n\r\n", -400),
     REJECT("CR CR LF", RL "Host: a\r\r\n\r\n", -400),
     REJECT("bare CR ending the head", RL "Host: a\r\n\r\r\n", -400),
+    /* found by the fuzzer: a CR ending one read, then a byte that is not LF */
+    REJECT("bare CR first, then a high byte", "\r\xcc", -400),
+    REJECT("bare CR in a pending request line", "GET /a\rb", -400),
     REJECT("bare LF ending the request line", "GET / HTTP/1.1\nHost: a\r\n\r\n", -400),
     REJECT("bare LF ending a field", RL "Host: a\n\r\n", -400),
     REJECT("bare LF as the blank line", RL "Host: a\r\n\n", -400),
