@@ -805,6 +805,19 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
             goto fail;
         }
     }
+    if (r->tracked && r->w->store != NULL) {
+        /* Usage is read from the bytes as they pass: a compressed body would hide it. identity is
+         * always acceptable to a client, whatever it offered. */
+        struct curl_slist *l = NULL, *it;
+        for (it = r->hdrs; it != NULL && ok; it = it->next)
+            if (!line_name_is(it->data, "accept-encoding"))
+                l = append(l, it->data, &ok);
+        l = append(l, "Accept-Encoding: identity", &ok);
+        curl_slist_free_all(r->hdrs);
+        r->hdrs = l;
+        if (!ok)
+            goto fail;
+    }
     r->buffered = r->has_body && !r->chunked && r->content_length <= cfg->buffer_size;
     /* A route by model, or a relay key limited to some models, needs the body; without a small
      * complete body the model is unknown. */

@@ -75,7 +75,11 @@ test('a relay key works through the SDK; upstream sees the pool key, never the r
   for await (const c of stream) text += c.choices[0]?.delta?.content || '';
   assert.equal(text, 'tok0 tok1 tok2 tok3 tok4 ');
   const last = (await ctx.mock.log()).slice(-2);
-  for (const e of last) assert.deepEqual(header(e.headers, 'authorization', true), [`Bearer ${CANARY}`]);
+  for (const e of last) {
+    assert.deepEqual(header(e.headers, 'authorization', true), [`Bearer ${CANARY}`]);
+    // usage is read from the bytes: the upstream is asked not to compress them
+    assert.deepEqual(header(e.headers, 'accept-encoding', true), ['identity']);
+  }
 });
 
 test('unknown, missing, revoked, expired and not-allowed keys: 401/403, x-should-retry: false, nothing upstream', T, async () => {
