@@ -9,7 +9,7 @@
 #   make fuzz-merge T=request         add to fuzz/corpus/T only the new inputs that reach new edges
 FUZZ_CC      ?= clang
 FUZZ_B       := build-fuzz
-FUZZ_TARGETS := guard_head guard_chunk request config
+FUZZ_TARGETS := guard_head guard_chunk request config usage_fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS   = $(CSTD) -O1 -g -fno-omit-frame-pointer $(WARN) -I$(LLHTTP_INC) -Isrc -Ifuzz $(PKG_CFLAGS) \
                 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -DFERRY_VERSION='"$(VERSION)"' $(FUZZ_EXTRA)
@@ -19,6 +19,7 @@ FUZZ_OBJ_guard_head  := $(FUZZ_B)/guard.o
 FUZZ_OBJ_guard_chunk := $(FUZZ_B)/guard.o
 FUZZ_OBJ_request     := $(FUZZ_B)/guard.o $(FUZZ_B)/headers.o $(FUZZ_B)/cors.o $(FUZZ_LLOBJ)
 FUZZ_OBJ_config      := $(patsubst src/%.c,$(FUZZ_B)/%.o,$(wildcard src/config.c src/config_file.c))
+FUZZ_OBJ_usage_fuzz  := $(FUZZ_B)/sse.o $(FUZZ_B)/usage.o $(FUZZ_B)/jsonedit.o
 FUZZ_OBJ     := $(sort $(foreach t,$(FUZZ_TARGETS),$(FUZZ_OBJ_$(t))))
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 
@@ -31,6 +32,7 @@ FUZZ_MAXLEN_guard_head  := 4096
 FUZZ_MAXLEN_guard_chunk := 8192
 FUZZ_MAXLEN_request     := 16384
 FUZZ_MAXLEN_config      := 2048
+FUZZ_MAXLEN_usage_fuzz  := 16384
 
 .PHONY: fuzz fuzz-build fuzz-replay fuzz-merge fuzz-clean
 
@@ -59,9 +61,9 @@ fuzz-replay: $(FUZZ_BINS)
 	@failed=; for t in $(FUZZ_TARGETS); do \
 	  n=$$(find fuzz/corpus/$$t -type f | wc -l); bad=0; \
 	  if ! find fuzz/corpus/$$t -type f -print0 | sort -z | \
-	       xargs -0 $(FUZZ_B)/fuzz_$$t >$(FUZZ_B)/replay.log 2>&1; then \
+	       xargs -0 $(FUZZ_B)/fuzz_$$t -timeout=10 >$(FUZZ_B)/replay.log 2>&1; then \
 	    for f in $$(find fuzz/corpus/$$t -type f | sort); do \
-	      if ! $(FUZZ_B)/fuzz_$$t $$f >$(FUZZ_B)/replay.log 2>&1; then \
+	      if ! $(FUZZ_B)/fuzz_$$t -timeout=10 $$f >$(FUZZ_B)/replay.log 2>&1; then \
 	        bad=$$((bad + 1)); \
 	        grep -A1 -e 'fuzz invariant' -e 'ERROR:' -e 'SUMMARY:' $(FUZZ_B)/replay.log | head -6; \
 	        echo "fuzz-replay: $$t: FAILED on $$f"; \
@@ -76,7 +78,7 @@ fuzz-replay: $(FUZZ_BINS)
 FUZZ_BIN = $(FUZZ_B)/$(if $(KNOWN),known/)fuzz_$(T)
 fuzz: $(FUZZ_BIN)
 	@mkdir -p $(FUZZ_B)/new/$(T) $(FUZZ_B)/crash/$(T)
-	nice -n 10 $(FUZZ_BIN) -dict=fuzz/$(T).dict -max_total_time=$(S) -print_final_stats=1 \
+	nice -n 10 $(FUZZ_BIN) -dict=fuzz/$(T).dict -max_total_time=$(S) -timeout=10 -print_final_stats=1 \
 	  -max_len=$(FUZZ_MAXLEN_$(T)) -artifact_prefix=$(FUZZ_B)/crash/$(T)/ $(FUZZ_ARGS) \
 	  $(FUZZ_B)/new/$(T) fuzz/corpus/$(T)
 
