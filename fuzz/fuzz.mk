@@ -78,7 +78,7 @@ fuzz-replay: $(FUZZ_BINS)
 FUZZ_BIN = $(FUZZ_B)/$(if $(KNOWN),known/)fuzz_$(T)
 fuzz: $(FUZZ_BIN)
 	@mkdir -p $(FUZZ_B)/new/$(T) $(FUZZ_B)/crash/$(T)
-	nice -n 10 $(FUZZ_BIN) -dict=fuzz/$(T).dict -max_total_time=$(S) -timeout=10 -print_final_stats=1 \
+	$(if $(KNOWN),LSAN_OPTIONS=suppressions=fuzz/known.supp:print_suppressions=0) nice -n 10 $(FUZZ_BIN) -dict=fuzz/$(T).dict -max_total_time=$(S) -timeout=10 -print_final_stats=1 \
 	  -max_len=$(FUZZ_MAXLEN_$(T)) -artifact_prefix=$(FUZZ_B)/crash/$(T)/ $(FUZZ_ARGS) \
 	  $(FUZZ_B)/new/$(T) fuzz/corpus/$(T)
 
