@@ -297,8 +297,14 @@ static void load_route(struct loader *l, size_t idx, struct fy_node *n)
         fail_at(l, name_node ? name_node : n, field, "upstream: is required");
     else if (name[0] && (r->upstream = find_upstream(cfg, name)) == NULL)
         fail_at(l, name_node, field, "no upstream called '%s' in upstreams:", name);
-    if (r->upstream == NULL)
-        cfg->nroutes--; /* a refused route is not kept, even in a configuration that is refused */
+    if (r->upstream == NULL) { /* a refused route is not kept, even in a refused configuration */
+        for (size_t i = 0; i < r->nmodels; i++)
+            free(r->models[i]);
+        free(r->models);
+        r->models = NULL;
+        r->nmodels = 0;
+        cfg->nroutes--;
+    }
 }
 
 static void print_parse_errors(struct loader *l, struct fy_diag *diag)
@@ -316,6 +322,54 @@ static void print_parse_errors(struct loader *l, struct fy_diag *diag)
     l->failed = 1;
 }
 
+/* YAML is Unicode: a file that is not UTF-8 is refused before libfyaml sees it (it misreads such
+ * bytes, e.g. as an empty value, and can loop on them in a directive). Returns 0, or -1 with the
+ * position of the first bad byte printed. */
+static int check_utf8(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    int line = 1, col = 1, need = 0, c, rc = 0;
+    unsigned int cp = 0, min = 0;
+
+    if (f == NULL)
+        return 0; /* libfyaml reports the open error with the path */
+    while ((c = getc(f)) != EOF) {
+        if (need > 0) {
+            if ((c & 0xc0) != 0x80)
+                break;
+            cp = (cp << 6) | (unsigned int)(c & 0x3f);
+            if (--need == 0 && (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)))
+                break;
+            if (need == 0)
+                col++;
+            continue;
+        }
+        if (c < 0x80) {
+            if (c == '\n') {
+                line++;
+                col = 1;
+            } else {
+                col++;
+            }
+            continue;
+        }
+        if ((c & 0xe0) == 0xc0)
+            need = 1, cp = (unsigned int)(c & 0x1f), min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            need = 2, cp = (unsigned int)(c & 0x0f), min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            need = 3, cp = (unsigned int)(c & 0x07), min = 0x10000;
+        else
+            break;
+    }
+    if (c != EOF || need > 0) {
+        fprintf(stderr, "%s:%d:%d: the file is not UTF-8 text (YAML must be)\n", path, line, col);
+        rc = -1;
+    }
+    fclose(f);
+    return rc;
+}
+
 int config_file_load(struct config *cfg, const char *path)
 {
     struct loader l = {.path = path, .cfg = cfg};
@@ -328,6 +382,8 @@ int config_file_load(struct config *cfg, const char *path)
     void *it = NULL;
     char value[4096];
 
+    if (check_utf8(path) != 0)
+        return -1;
     fy_diag_cfg_default(&dc);
     dc.fp = NULL;
     diag = fy_diag_create(&dc);

@@ -123,6 +123,12 @@ test('check-config: ok summary without keys; errors name FILE:LINE:COLUMN and th
   assert.equal(u.status, 2);
   assert.match(u.stderr.toString(), /unset\.yaml:2:\d+: upstreams\.a\.keys: environment variable FERRY_NOT_SET_ANYWHERE is not set/);
 
+  const latin1 = path.join(dir, 'latin1.yaml');
+  writeFileSync(latin1, Buffer.from('listen: 127.0.0.1:8080\ndrop-headers: \xff\n', 'latin1'));
+  const l1 = spawnSync(FERRY_BIN, ['check-config', '-c', latin1]);
+  assert.equal(l1.status, 2);
+  assert.match(l1.stderr.toString(), /latin1\.yaml:2:15: the file is not UTF-8 text/);
+
   const syntax = writeConfig('syntax.yaml', 'upstreams: [\n');
   const y = spawnSync(FERRY_BIN, ['check-config', '-c', syntax]);
   assert.equal(y.status, 2);
