@@ -171,39 +171,6 @@ static void check_relayed_field(const struct hdr *h)
     FZ_CHECK(!(h->name_len >= 3 && strncasecmp(h->name, "cf-", 3) == 0), "cf-* relayed");
 }
 
-/* conn.c's target_path: the origin-form path relayed, or NULL (400). */
-static const char *target_path(const struct req *c, char *tmp, size_t cap, size_t *len)
-{
-    const char *t = c->target;
-    size_t n = c->target_len, skip;
-
-    if (n > 0 && t[0] == '/') {
-        *len = n;
-        return t;
-    }
-    if (n >= 7 && strncasecmp(t, "http://", 7) == 0)
-        skip = 7;
-    else if (n >= 8 && strncasecmp(t, "https://", 8) == 0)
-        skip = 8;
-    else
-        return NULL;
-    while (skip < n && t[skip] != '/' && t[skip] != '?' && t[skip] != '#')
-        skip++;
-    if (skip == n) {
-        *len = 1;
-        return "/";
-    }
-    if (t[skip] == '/') {
-        *len = n - skip;
-        return t + skip;
-    }
-    if (n - skip + 2 > cap)
-        return NULL;
-    tmp[0] = '/';
-    memcpy(tmp + 1, t + skip, n - skip);
-    *len = n - skip + 1;
-    return tmp;
-}
 
 static void check_head(struct req *c, const struct guard_head *g)
 {
@@ -263,7 +230,7 @@ static void check_head(struct req *c, const struct guard_head *g)
                      "the preflight answer has an early blank line");
     }
     if (!(c->target_len == 1 && c->target[0] == '*')) {
-        path = target_path(c, tmp, sizeof(tmp), &plen);
+        path = guard_target_path(c->target, c->target_len, tmp, sizeof(tmp), &plen);
         if (path != NULL) {
             FZ_CHECK(plen > 0 && path[0] == '/', "relayed path does not start with /");
             for (size_t i = 0; i < plen; i++)

@@ -514,41 +514,6 @@ static void begin_request(struct conn *c)
     guard_head_init(&c->gh);
 }
 
-/* Origin-form path of the request target, or NULL for a target we refuse. An absolute-form
- * target's authority is ignored (RFC 9112 §3.2.2): it can never choose the upstream. */
-static const char *target_path(struct conn *c, char *tmp, size_t cap, size_t *len)
-{
-    const char *t = c->target;
-    size_t n = c->target_len, skip;
-
-    if (n > 0 && t[0] == '/') {
-        *len = n;
-        return t;
-    }
-    if (n >= 7 && strncasecmp(t, "http://", 7) == 0)
-        skip = 7;
-    else if (n >= 8 && strncasecmp(t, "https://", 8) == 0)
-        skip = 8;
-    else
-        return NULL;
-    while (skip < n && t[skip] != '/' && t[skip] != '?' && t[skip] != '#')
-        skip++;
-    if (skip == n) {
-        *len = 1;
-        return "/";
-    }
-    if (t[skip] == '/') {
-        *len = n - skip;
-        return t + skip;
-    }
-    if (n - skip + 2 > cap)
-        return NULL;
-    tmp[0] = '/';
-    memcpy(tmp + 1, t + skip, n - skip);
-    *len = n - skip + 1;
-    return tmp;
-}
-
 static int connection_has(const struct conn *c, const char *token)
 {
     for (size_t i = 0; i < c->nhdrs; i++)
@@ -597,7 +562,7 @@ static int handle_head(struct conn *c)
         }
         return !c->closed && c->phase == PHASE_IDLE;
     }
-    path = target_path(c, tmp, sizeof(tmp), &plen);
+    path = guard_target_path(c->target, c->target_len, tmp, sizeof(tmp), &plen);
     if (path == NULL) {
         reject(c, 400, "invalid request target");
         return 0;

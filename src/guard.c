@@ -403,3 +403,37 @@ int guard_chunk_feed(struct guard_chunk *g, const struct guard_limits *lim, cons
     *used = i;
     return 0;
 }
+
+/* Origin-form path of the request target, or NULL for a target we refuse. An absolute-form
+ * target's authority is ignored (RFC 9112 §3.2.2): it can never choose the upstream. */
+const char *guard_target_path(const char *t, size_t n, char *tmp, size_t cap, size_t *len)
+{
+    size_t skip;
+
+    if (n > 0 && t[0] == '/') {
+        *len = n;
+        return t;
+    }
+    if (n >= 7 && strncasecmp(t, "http://", 7) == 0)
+        skip = 7;
+    else if (n >= 8 && strncasecmp(t, "https://", 8) == 0)
+        skip = 8;
+    else
+        return NULL;
+    while (skip < n && t[skip] != '/' && t[skip] != '?' && t[skip] != '#')
+        skip++;
+    if (skip == n) {
+        *len = 1;
+        return "/";
+    }
+    if (t[skip] == '/') {
+        *len = n - skip;
+        return t + skip;
+    }
+    if (n - skip + 2 > cap)
+        return NULL;
+    tmp[0] = '/';
+    memcpy(tmp + 1, t + skip, n - skip);
+    *len = n - skip + 1;
+    return tmp;
+}

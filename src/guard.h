@@ -70,6 +70,11 @@ void guard_chunk_init(struct guard_chunk *g);
 int guard_chunk_feed(struct guard_chunk *g, const struct guard_limits *lim, const char *buf,
                      size_t len, size_t *used, const char **why);
 
+/* The origin-form path (with query) to relay for request target t[0..n), or NULL for a target
+ * that is refused (400). An absolute-form target's authority is ignored (RFC 9112 §3.2.2): it can
+ * never choose the upstream. May return tmp (cap bytes) when the path must be rebuilt. */
+const char *guard_target_path(const char *t, size_t n, char *tmp, size_t cap, size_t *len);
+
 /* RFC 9110 token character (field names, methods, chunk extension names). */
 int guard_is_tchar(unsigned char c);
 
