@@ -18,6 +18,9 @@ static FILE *real_stderr;
 #include "fuzz.h"
 
 #include <ctype.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -31,12 +34,28 @@ static char env_slots[MAX_ENV][512];
 static char yaml_path[64];
 static char yaml_env[80];
 
+/* config_file.c parses a file once in a forked child first, so that a libfyaml crash or hang
+ * refuses the file instead of killing ferry. In that child the fuzzer's and ASan's handlers must
+ * not run (they would report the expected crash and write an artifact): default signals, as in
+ * ferry itself, and no stderr. What is checked is that the parent survives and refuses. */
+static void quiet_child(void)
+{
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGALRM};
+    int fd = open("/dev/null", O_WRONLY);
+
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        signal(sigs[i], SIG_DFL);
+    if (fd >= 0)
+        dup2(fd, 2);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     FILE *null_out = fopen("/dev/null", "w");
 
     (void)argc;
     (void)argv;
+    pthread_atfork(NULL, NULL, quiet_child);
     real_stderr = stderr;
     if (null_out != NULL) {
         stdout = null_out;
