@@ -70,6 +70,13 @@ static const struct opt opts[] = {
      "buffered bytes per direction per request (default 64k)"},
     {"read-buffer-size", 0, OPT_SIZE, OFF(read_buffer_size), W(read_buffer_size),
      "bytes read from the upstream at a time, per request (default 8k, 1k..512k)"},
+    {"upstream-client", 0, OPT_STR, OFF(upstream_client), W(upstream_client),
+     "ferry: the built-in HTTP/1.1 client, libcurl only behind an egress proxy (default); "
+     "curl: libcurl for every upstream call"},
+    {"upstream-keepalive", 0, OPT_SIZE, OFF(upstream_keepalive), W(upstream_keepalive),
+     "idle upstream connections kept per upstream, per worker thread (default 256, 0 = none)"},
+    {"upstream-keepalive-timeout", 0, OPT_DURATION, OFF(upstream_keepalive_timeout), 0,
+     "how long an idle upstream connection is kept (default 60s)"},
     {"max-response-header-bytes", 0, OPT_SIZE, OFF(max_response_header_bytes),
      W(max_response_header_bytes), "largest upstream response head, else 502 (default 64k)"},
     {"max-connections", 0, OPT_SIZE, OFF(max_connections), W(max_connections),
@@ -119,6 +126,9 @@ static void config_defaults(struct config *cfg)
     cfg->buffer_size = 65536;
     cfg->max_response_header_bytes = 65536;
     cfg->read_buffer_size = 8192;
+    snprintf(cfg->upstream_client, sizeof(cfg->upstream_client), "ferry");
+    cfg->upstream_keepalive = 256;
+    cfg->upstream_keepalive_timeout = 60000;
     cfg->max_redirects = 5;
     cfg->max_retries = 2;
     cfg->key_cooldown = 10000;
@@ -519,6 +529,14 @@ int config_load(struct config *cfg, int argc, char **argv)
     }
     if (cfg->read_buffer_size < 1024 || cfg->read_buffer_size > 512 * 1024) {
         fprintf(stderr, "ferry: --read-buffer-size must be between 1k and 512k\n");
+        return -1;
+    }
+    if (strcmp(cfg->upstream_client, "ferry") != 0 && strcmp(cfg->upstream_client, "curl") != 0) {
+        fprintf(stderr, "ferry: --upstream-client must be ferry or curl\n");
+        return -1;
+    }
+    if (cfg->upstream_keepalive > 65536) {
+        fprintf(stderr, "ferry: --upstream-keepalive must be at most 65536\n");
         return -1;
     }
     if (cfg->max_connections < 1) {

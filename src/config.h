@@ -66,7 +66,11 @@ struct config {
     size_t max_chunk_ext;
     size_t buffer_size;       /* per direction: request body buffer, response write high-water */
     size_t max_response_header_bytes;
-    size_t read_buffer_size;  /* libcurl's receive buffer per transfer */
+    size_t read_buffer_size;  /* bytes read from an upstream at a time */
+    char upstream_client[8];  /* "ferry": the built-in HTTP/1.1 client (libcurl only for egress
+                               * proxies); "curl": libcurl for every upstream call */
+    size_t upstream_keepalive; /* idle connections kept per upstream origin per worker */
+    uint64_t upstream_keepalive_timeout; /* ms an idle upstream connection is kept */
     int max_redirects;
     int max_retries;          /* other pool keys tried before any byte reached the client */
     uint64_t key_cooldown;    /* ms a rate-limited key rests when the upstream gives no retry-after */

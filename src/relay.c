@@ -34,7 +34,8 @@ struct relay {
     struct conn *c;
     struct worker *w;
     const struct config *cfg;
-    CURL *easy;                /* NULL once the transfer is over */
+    CURL *easy;                /* the transfer, when libcurl carries it; NULL once over */
+    struct h1c_req *hx;        /* the transfer, when ferry's own client carries it */
     struct upstream_def *up;   /* chosen by the routes; NULL until then */
     int key;                   /* pool key in use (-1: the client's own credentials) */
     struct keyring *ring;      /* auth: keys — the snapshot the client's key was found in */
@@ -87,6 +88,23 @@ struct relay {
     int timed_out;
     char errbuf[CURL_ERROR_SIZE];
 };
+
+/* An upstream transfer is in progress. */
+static int in_transfer(const struct relay *r)
+{
+    return r->easy != NULL || r->hx != NULL;
+}
+
+/* Ends the transfer in progress, if any (never from inside one of its callbacks). */
+static void stop_transfer(struct relay *r)
+{
+    if (r->easy != NULL)
+        upstream_remove(&r->w->up, r->easy);
+    if (r->hx != NULL)
+        h1c_stop(r->hx);
+    r->easy = NULL;
+    r->hx = NULL;
+}
 
 static uint64_t now_ms(const struct relay *r)
 {
@@ -517,6 +535,7 @@ static size_t on_upload(char *buf, size_t size, size_t nitems, void *userp)
 /* ---- transfers ---- */
 
 static void on_transfer_done(struct upstream_job *job, CURL *easy, CURLcode result);
+static void finish(struct relay *r, CURLcode result);
 
 /* An idle TLS connection then holds no read/write buffers (about 34 KiB each otherwise). */
 static CURLcode on_ssl_ctx(CURL *e, void *ssl_ctx, void *userp)
@@ -554,19 +573,56 @@ static int apply_key(struct relay *r)
     return ok ? 0 : -500;
 }
 
+static void on_h1_done(void *ud, CURLcode result)
+{
+    struct relay *r = ud;
+
+    r->hx = NULL;
+    finish(r, result);
+}
+
+/* The same transfer on ferry's own client (see h1client.h). Returns 0 or -500. */
+static int start_h1(struct relay *r)
+{
+    struct h1c_opts o = {
+        .url = r->url,
+        .method = r->method,
+        .no_response_body = r->is_head,
+        .fields = r->sent ? r->sent : r->hdrs,
+        .has_body = r->has_body,
+        .chunked = r->has_body && !r->buffered && r->chunked,
+        .content_length = r->content_length,
+        .body = r->has_body && r->buffered ? r->body : NULL,
+        .ca_file = r->up->ca_file,
+        .on_header = on_header,
+        .on_data = on_data,
+        .on_read = on_upload,
+        .on_done = on_h1_done,
+        .ud = r,
+        .errbuf = r->errbuf,
+    };
+
+    r->hx = h1c_start(&r->w->h1, &o);
+    return r->hx != NULL ? 0 : -500;
+}
+
 /* Starts a transfer with the fields apply_key() settled. Returns 0 or -500. */
 static int start_easy(struct relay *r)
 {
     const struct config *cfg = r->cfg;
-    CURL *e = upstream_easy(&r->w->up);
+    CURL *e;
 
-    if (e == NULL)
-        return -500;
-    r->easy = e;
     r->errbuf[0] = '\0';
     r->upload_paused = r->recv_paused = 0;
     r->rh.len = 0;
     r->status = 0;
+    r->started = 1;
+    if (strcmp(cfg->upstream_client, "ferry") == 0 && h1c_supports(r->url, r->up->proxy))
+        return start_h1(r);
+    e = upstream_easy(&r->w->up);
+    if (e == NULL)
+        return -500;
+    r->easy = e;
     curl_easy_setopt(e, CURLOPT_URL, r->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, &r->job);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -590,7 +646,6 @@ static int start_easy(struct relay *r)
     curl_easy_setopt(e, CURLOPT_PROXY, r->up->proxy);
     if (r->up->ca_file[0])
         curl_easy_setopt(e, CURLOPT_CAINFO, r->up->ca_file);
-    r->started = 1;
     if (strncmp(r->url, "https:", 6) == 0)
         curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
     if (r->is_head)
@@ -853,8 +908,7 @@ void relay_free(struct relay *r)
 {
     if (r == NULL)
         return;
-    if (r->easy != NULL)
-        upstream_remove(&r->w->up, r->easy);
+    stop_transfer(r);
     curl_slist_free_all(r->hdrs);
     curl_slist_free_all(r->sent);
     if (r->ring != NULL)
@@ -948,12 +1002,20 @@ int relay_body_end(struct relay *r)
 static void apply_pause(struct relay *r)
 {
     int bits = (r->recv_paused ? CURLPAUSE_RECV : 0) | (r->upload_paused ? CURLPAUSE_SEND : 0);
+
+    if (r->hx != NULL) {
+        if (!r->recv_paused)
+            h1c_resume_recv(r->hx);
+        if (!r->upload_paused)
+            h1c_resume_send(r->hx);
+        return;
+    }
     curl_easy_pause(r->easy, bits);
 }
 
 void relay_body_wake(struct relay *r)
 {
-    if (r->easy != NULL && r->upload_paused) {
+    if (in_transfer(r) && r->upload_paused) {
         r->upload_paused = 0;
         apply_pause(r);
     }
@@ -961,7 +1023,7 @@ void relay_body_wake(struct relay *r)
 
 void relay_write_drained(struct relay *r)
 {
-    if (r->easy != NULL && r->recv_paused && conn_write_queue(r->c) <= r->cfg->buffer_size / 2) {
+    if (in_transfer(r) && r->recv_paused && conn_write_queue(r->c) <= r->cfg->buffer_size / 2) {
         r->recv_paused = 0;
         apply_pause(r); /* may deliver buffered data through on_data right away */
     }
@@ -1137,19 +1199,16 @@ static void on_transfer_done(struct upstream_job *job, CURL *easy, CURLcode resu
 
 void relay_cancel(struct relay *r, enum end_reason why)
 {
-    if (r->easy != NULL && r->head_sent)
+    if (in_transfer(r) && r->head_sent)
         usage_end(r, 0); /* what was read before the client left: a partial record */
-    if (r->easy != NULL) {
-        upstream_remove(&r->w->up, r->easy);
-        r->easy = NULL;
-    }
+    stop_transfer(r);
     if (r->c->acc.end == END_OK)
         r->c->acc.end = why;
 }
 
 uint64_t relay_deadline(const struct relay *r)
 {
-    if (r->easy == NULL)
+    if (!in_transfer(r))
         return 0;
     if (!r->head_sent)
         return r->t_sent ? r->t_sent + r->cfg->first_byte_timeout : 0;
@@ -1161,10 +1220,7 @@ uint64_t relay_deadline(const struct relay *r)
 void relay_expire(struct relay *r, uint64_t now)
 {
     (void)now;
-    if (r->easy != NULL) {
-        upstream_remove(&r->w->up, r->easy);
-        r->easy = NULL;
-    }
+    stop_transfer(r);
     r->timed_out = 1;
     finish(r, CURLE_OPERATION_TIMEDOUT);
 }

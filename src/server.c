@@ -78,6 +78,7 @@ static void worker_stop(struct worker *w)
     if (w->has_prober)
         pool_prober_stop(&w->prober);
     upstream_close(&w->up);
+    h1c_close(&w->h1);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->idle, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
@@ -211,7 +212,7 @@ static int worker_init(struct worker *w, const struct config *cfg, int id, int f
     w->hdr_scratch = calloc(cfg->max_headers + 1, sizeof(struct hdr));
     if (w->hdr_scratch == NULL || uv_loop_init(&w->loop) != 0)
         return -1;
-    if (upstream_init(&w->up, &w->loop) != 0)
+    if (upstream_init(&w->up, &w->loop) != 0 || h1c_init(&w->h1, &w->loop, cfg) != 0)
         return -1;
     uv_tcp_init(&w->loop, &w->listener);
     w->listener.data = w;

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "headers.h"
 #include "pool.h"
+#include "h1client.h"
 #include "upstream.h"
 
 struct conn;
@@ -23,7 +24,8 @@ struct worker {
     uv_async_t wake;       /* the main thread asks for a drain */
     uv_idle_t idle;        /* runs deferred connection work next loop turn */
     uv_timer_t drain_timer;
-    struct upstream up;
+    struct upstream up;    /* libcurl: egress proxies, key probes, --upstream-client curl */
+    struct h1c h1;         /* ferry's own client: every other upstream call */
     struct pool_prober prober; /* worker 0 only, when some upstream has a key pool */
     struct store_writer *store; /* usage records and relay keys; NULL when not configured */
     int has_prober;

@@ -1,0 +1,1491 @@
+/* h1client — ferry's own HTTP/1.1 upstream client (see h1client.h).
+ *
+ * A connection (struct h1c_conn) belongs to one origin (scheme, host, port, CA file). It is
+ * either carrying one request or idle on its origin's list (most recently used first), watched
+ * for readability so that a close by the upstream is noticed, and closed after
+ * --upstream-keepalive-timeout. Every read lands in the worker's scratch buffer and is parsed at
+ * once; only the bytes a paused request could not take yet are copied into the connection's
+ * spill buffer. An open stream therefore holds no read buffer at all between chunks.
+ *
+ * A request that fails on a reused connection before any byte of the answer came back (the
+ * upstream closed it while it was idle: the usual keep-alive race) is sent again once on a new
+ * connection, when its body is in memory or empty. */
+#include "h1client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+
+#define H1C_MAX_ADDRS 8
+#define H1C_DNS_TTL 60000      /* ms a resolved address list is reused */
+#define H1C_UPLOAD_BUF 16384   /* streamed request body bytes per write */
+#define H1C_CHUNK_HDR 18       /* room for "%zx\r\n" before the data */
+
+struct h1c_origin {
+    struct h1c_origin *next;
+    struct h1c *c;
+    int tls;
+    char host[256];            /* without brackets */
+    int port;
+    int host_is_ip;
+    char hostport[270];        /* the Host field: host[:port], brackets for IPv6 */
+    char ca_file[1024];
+    SSL_CTX *ctx;
+    SSL_SESSION *session;      /* the latest, to resume the next handshake */
+    struct sockaddr_storage addrs[H1C_MAX_ADDRS];
+    int naddrs;
+    int good;                  /* the address that connected last */
+    uint64_t addrs_until;      /* uv_now() past which addrs are resolved again */
+    struct h1c_conn *idle;     /* most recently used first */
+    size_t nidle;
+};
+
+enum kstate { K_RESOLVE, K_CONNECT, K_HANDSHAKE, K_READY };
+
+struct h1c_conn {
+    uv_poll_t poll;
+    uv_timer_t timer;          /* connect deadline, then idle deadline */
+    struct h1c_origin *o;
+    struct h1c_req *q;         /* the request it carries; NULL when idle */
+    enum kstate st;
+    int fd;
+    SSL *ssl;
+    int poll_open, timer_open; /* libuv handles initialised and not yet closed */
+    int events;                /* what poll watches now */
+    int ssl_want_write;        /* SSL_read needs the socket writable */
+    int dead;                  /* closing: no more work */
+    int reused;                /* it carried a request before this one */
+    int addr;                  /* index of the address being tried */
+    int conn_err;              /* connect() failed at once with this errno */
+    uint64_t deadline;         /* uv_now() by which the connection must be ready */
+    uv_getaddrinfo_t *gai;     /* resolution in flight */
+    char *spill;               /* bytes read but not yet taken by a paused request */
+    size_t spill_len, spill_off;
+    struct h1c_conn *next, *prev; /* origin's idle list */
+};
+
+struct h1c_req {
+    struct h1c *c;
+    struct h1c_origin *o;
+    struct h1c_conn *k;
+    struct h1c_opts opt;
+    llhttp_t p;
+    char *out;                 /* request head (+ a body in memory) */
+    size_t out_len, out_off;
+    char *ubuf;                /* a streamed body's framed bytes being written */
+    size_t ulen, uoff;
+    uint64_t body_sent;
+    int upload_eof, sent_all;
+    int send_paused, recv_paused;
+    struct buf line;           /* the header line being assembled */
+    int head_done, complete, keepalive, got_byte, retried;
+    int no_reuse;              /* the upstream stopped reading the request: close after */
+    int doomed;                /* failed inside h1c_start: ended from the kick timer */
+    const char *stash;         /* body bytes on_data refused (paused): first in the spill */
+    size_t stash_len;
+    CURLcode fail;
+    struct h1c_req *pnext, *pprev;
+    int pending;
+};
+
+static llhttp_settings_t settings;
+
+/* ---- small helpers ---- */
+
+/* The first failure of q is the one reported. */
+__attribute__((format(printf, 3, 4))) static void set_error(struct h1c_req *q, CURLcode rc,
+                                                            const char *fmt, ...)
+{
+    va_list ap;
+
+    if (q->fail != CURLE_OK)
+        return;
+    q->fail = rc;
+    if (q->opt.errbuf != NULL) {
+        va_start(ap, fmt);
+        vsnprintf(q->opt.errbuf, CURL_ERROR_SIZE, fmt, ap);
+        va_end(ap);
+    }
+}
+
+static uint64_t now(const struct h1c *c)
+{
+    return uv_now(c->loop);
+}
+
+/* Splits an absolute http(s) URL. Returns 0, -1 when this client cannot use it. */
+static int split_url(const char *url, int *tls, char *host, size_t hcap, int *port,
+                     const char **path)
+{
+    const char *a, *end, *h, *he, *colon;
+    size_t n;
+
+    if (strncasecmp(url, "http://", 7) == 0) {
+        *tls = 0;
+        a = url + 7;
+    } else if (strncasecmp(url, "https://", 8) == 0) {
+        *tls = 1;
+        a = url + 8;
+    } else {
+        return -1;
+    }
+    end = a + strcspn(a, "/?#");
+    if (memchr(a, '@', (size_t)(end - a)) != NULL || end == a)
+        return -1; /* credentials in the URL: libcurl's business */
+    *port = *tls ? 443 : 80;
+    if (*a == '[') {
+        h = a + 1;
+        he = memchr(h, ']', (size_t)(end - h));
+        if (he == NULL)
+            return -1;
+        colon = he + 1 < end && he[1] == ':' ? he + 1 : NULL;
+        if (he + 1 < end && colon == NULL)
+            return -1;
+    } else {
+        h = a;
+        colon = memchr(a, ':', (size_t)(end - a));
+        he = colon ? colon : end;
+    }
+    if (colon != NULL) {
+        long v = 0;
+        const char *d = colon + 1;
+        if (d == end)
+            return -1;
+        for (; d < end; d++) {
+            if (*d < '0' || *d > '9' || v > 65535)
+                return -1;
+            v = v * 10 + (*d - '0');
+        }
+        if (v < 1 || v > 65535)
+            return -1;
+        *port = (int)v;
+    }
+    n = (size_t)(he - h);
+    if (n == 0 || n >= hcap)
+        return -1;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    *path = end;
+    return 0;
+}
+
+int h1c_supports(const char *url, const char *proxy)
+{
+    char host[256];
+    int tls, port;
+    const char *path;
+
+    if (proxy != NULL && proxy[0] != '\0')
+        return 0;
+    return split_url(url, &tls, host, sizeof(host), &port, &path) == 0;
+}
+
+/* ---- origins and TLS ---- */
+
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct h1c_conn *k = SSL_get_app_data(ssl);
+
+    if (k == NULL || k->o == NULL)
+        return 0;
+    if (k->o->session != NULL)
+        SSL_SESSION_free(k->o->session);
+    k->o->session = sess; /* the reference is ours: returning 1 keeps it */
+    return 1;
+}
+
+static SSL_CTX *make_ctx(const char *ca_file)
+{
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if ((ca_file[0] ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                    : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* An idle or quiet connection then holds no TLS read/write buffers (about 34 KiB each). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* A close without close_notify ends a body the framing did not end: llhttp judges whether
+     * the response was complete. */
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+    return ctx;
+}
+
+static struct h1c_origin *origin_get(struct h1c *c, int tls, const char *host, int port,
+                                     const char *ca_file)
+{
+    struct h1c_origin *o;
+    unsigned char tmp[16];
+
+    if (ca_file == NULL || !tls)
+        ca_file = "";
+    for (o = c->origins; o != NULL; o = o->next)
+        if (o->tls == tls && o->port == port && strcasecmp(o->host, host) == 0 &&
+            strcmp(o->ca_file, ca_file) == 0)
+            return o;
+    if (strlen(ca_file) >= sizeof(o->ca_file))
+        return NULL;
+    o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return NULL;
+    o->c = c;
+    o->tls = tls;
+    o->port = port;
+    snprintf(o->host, sizeof(o->host), "%s", host);
+    snprintf(o->ca_file, sizeof(o->ca_file), "%s", ca_file);
+    o->host_is_ip = inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1;
+    {
+        int v6 = strchr(host, ':') != NULL, dflt = port == (tls ? 443 : 80);
+        char pb[8] = "";
+        if (!dflt)
+            snprintf(pb, sizeof(pb), ":%d", port);
+        snprintf(o->hostport, sizeof(o->hostport), "%s%s%s%s", v6 ? "[" : "", host, v6 ? "]" : "",
+                 pb);
+    }
+    o->next = c->origins;
+    c->origins = o;
+    return o;
+}
+
+static void origin_free(struct h1c_origin *o)
+{
+    if (o->session != NULL)
+        SSL_SESSION_free(o->session);
+    if (o->ctx != NULL)
+        SSL_CTX_free(o->ctx);
+    free(o);
+}
+
+/* ---- connections ---- */
+
+static void conn_closed(uv_handle_t *h)
+{
+    struct h1c_conn *k = h->data;
+
+    if (h == (uv_handle_t *)&k->poll) {
+        k->poll_open = 0;
+        if (k->fd >= 0)
+            close(k->fd);
+        k->fd = -1;
+    } else {
+        k->timer_open = 0;
+    }
+    if (!k->poll_open && !k->timer_open && k->gai == NULL)
+        free(k); /* k is dead: only a closing connection has handles closing */
+}
+
+static void idle_unlink(struct h1c_conn *k)
+{
+    struct h1c_origin *o = k->o;
+
+    if (k->prev != NULL)
+        k->prev->next = k->next;
+    else if (o->idle == k)
+        o->idle = k->next;
+    else
+        return; /* not on the list */
+    if (k->next != NULL)
+        k->next->prev = k->prev;
+    k->next = k->prev = NULL;
+    o->nidle--;
+}
+
+/* Closes k (whatever it was doing); frees it once its handles are closed. */
+static void conn_close(struct h1c_conn *k)
+{
+    if (k->dead)
+        return;
+    k->dead = 1;
+    idle_unlink(k);
+    if (k->q != NULL)
+        k->q->k = NULL;
+    k->q = NULL;
+    free(k->spill);
+    k->spill = NULL;
+    if (k->ssl != NULL) {
+        SSL_set_app_data(k->ssl, NULL);
+        SSL_free(k->ssl);
+        k->ssl = NULL;
+    }
+    if (k->gai != NULL)
+        uv_cancel((uv_req_t *)k->gai); /* its callback frees it (and k, when last) */
+    if (k->timer_open)
+        uv_close((uv_handle_t *)&k->timer, conn_closed);
+    if (k->poll_open && !uv_is_closing((uv_handle_t *)&k->poll)) {
+        uv_poll_stop(&k->poll);
+        uv_close((uv_handle_t *)&k->poll, conn_closed);
+    } else if (!k->poll_open && k->fd >= 0) {
+        close(k->fd);
+        k->fd = -1;
+    }
+    if (!k->poll_open && !k->timer_open && k->gai == NULL)
+        free(k);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static void watch(struct h1c_conn *k, int events)
+{
+    if (k->dead || !k->poll_open)
+        return;
+    if (events == k->events)
+        return;
+    k->events = events;
+    if (events == 0)
+        uv_poll_stop(&k->poll);
+    else
+        uv_poll_start(&k->poll, events, on_poll);
+}
+
+/* ---- ending a request ---- */
+
+static void pending_remove(struct h1c_req *q)
+{
+    if (!q->pending)
+        return;
+    if (q->pprev != NULL)
+        q->pprev->pnext = q->pnext;
+    else
+        q->c->pending = q->pnext;
+    if (q->pnext != NULL)
+        q->pnext->pprev = q->pprev;
+    else
+        q->c->pending_tail = q->pprev;
+    q->pnext = q->pprev = NULL;
+    q->pending = 0;
+}
+
+static void req_free(struct h1c_req *q)
+{
+    pending_remove(q);
+    free(q->out);
+    free(q->ubuf);
+    buf_free(&q->line);
+    free(q);
+}
+
+static void on_idle_timer(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+/* k finished a response and may carry another. */
+static void conn_park(struct h1c_conn *k)
+{
+    struct h1c_origin *o = k->o;
+    const struct config *cfg = o->c->cfg;
+
+    k->q = NULL;
+    k->reused = 1;
+    free(k->spill);
+    k->spill = NULL;
+    k->spill_len = k->spill_off = 0;
+    if (o->c->closed || cfg->upstream_keepalive == 0) {
+        conn_close(k);
+        return;
+    }
+    while (o->nidle >= cfg->upstream_keepalive) { /* the least recently used goes */
+        struct h1c_conn *last = o->idle;
+        while (last->next != NULL)
+            last = last->next;
+        conn_close(last);
+    }
+    k->prev = NULL;
+    k->next = o->idle;
+    if (o->idle != NULL)
+        o->idle->prev = k;
+    o->idle = k;
+    o->nidle++;
+    watch(k, UV_READABLE);
+    uv_timer_start(&k->timer, on_idle_timer, cfg->upstream_keepalive_timeout, 0);
+}
+
+/* Ends q: its connection is kept when the exchange ended cleanly, closed otherwise; then the
+ * owner hears of it. Never called from inside one of q's callbacks. */
+static void req_end(struct h1c_req *q, CURLcode rc)
+{
+    struct h1c_conn *k = q->k;
+    h1c_done_cb done = q->opt.on_done;
+    void *ud = q->opt.ud;
+
+    if (q->fail != CURLE_OK)
+        rc = q->fail;
+    if (k != NULL) {
+        k->q = NULL;
+        q->k = NULL;
+        if (rc == CURLE_OK && q->complete && q->keepalive && q->sent_all && !q->no_reuse &&
+            k->spill_len == 0)
+            conn_park(k);
+        else
+            conn_close(k);
+    }
+    req_free(q);
+    done(ud, rc);
+}
+
+static int start_conn(struct h1c_req *q, int fresh);
+
+/* A reused connection failed before the answer's first byte: the upstream had closed it while
+ * idle. Send once more on a new connection when the body can be sent again. Returns 1 when it
+ * did. */
+static int retry_fresh(struct h1c_req *q)
+{
+    struct h1c_conn *k = q->k;
+
+    if (k == NULL || !k->reused || q->got_byte || q->retried ||
+        (q->opt.has_body && q->opt.body == NULL))
+        return 0;
+    q->retried = 1;
+    q->k = NULL;
+    k->q = NULL;
+    conn_close(k);
+    q->out_off = 0;
+    q->sent_all = 0;
+    q->fail = CURLE_OK;
+    if (q->opt.errbuf != NULL)
+        q->opt.errbuf[0] = '\0';
+    q->line.len = 0;
+    q->head_done = q->complete = 0;
+    llhttp_init(&q->p, HTTP_RESPONSE, &settings);
+    q->p.data = q;
+    return start_conn(q, 1) == 0; /* on failure q's error is set: the caller ends it */
+}
+
+/* q failed (its error is set): once more on a new connection when that is safe, else the end. */
+static void req_fail(struct h1c_req *q)
+{
+    if (retry_fresh(q))
+        return;
+    req_end(q, q->fail != CURLE_OK ? q->fail : CURLE_RECV_ERROR);
+}
+
+static void pending_add(struct h1c_req *q);
+
+/* A failure found while the caller of h1c_start or h1c_resume_* is on the stack: reported from
+ * the next loop turn. */
+static void req_doom(struct h1c_req *q)
+{
+    q->doomed = 1;
+    pending_add(q);
+}
+
+/* ---- llhttp callbacks (the response) ---- */
+
+static int emit_line(struct h1c_req *q, const char *p, size_t n)
+{
+    if (q->opt.on_header((char *)p, 1, n, q->opt.ud) != n) {
+        set_error(q, CURLE_WRITE_ERROR, "%s", "the relay refused the upstream's head");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t n)
+{
+    struct h1c_req *q = p->data;
+
+    if (q->line.len == 0) {
+        char sl[32];
+        int len = snprintf(sl, sizeof(sl), "HTTP/%d.%d %03d ", p->http_major, p->http_minor,
+                           p->status_code);
+        if (buf_add(&q->line, sl, (size_t)len, SIZE_MAX) != 0)
+            return -1;
+    }
+    return buf_add(&q->line, at, n, q->c->cfg->max_response_header_bytes) == 0 ? 0 : -1;
+}
+
+static int on_status_complete(llhttp_t *p)
+{
+    struct h1c_req *q = p->data;
+
+    if (q->line.len == 0) { /* no reason phrase */
+        char sl[32];
+        int len = snprintf(sl, sizeof(sl), "HTTP/%d.%d %03d ", p->http_major, p->http_minor,
+                           p->status_code);
+        if (buf_add(&q->line, sl, (size_t)len, SIZE_MAX) != 0)
+            return -1;
+    }
+    if (buf_add(&q->line, "\r\n", 2, SIZE_MAX) != 0 || emit_line(q, q->line.data, q->line.len))
+        return -1;
+    q->line.len = 0;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    struct h1c_req *q = p->data;
+    return buf_add(&q->line, at, n, q->c->cfg->max_response_header_bytes) == 0 ? 0 : -1;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    struct h1c_req *q = p->data;
+    return buf_add(&q->line, ": ", 2, SIZE_MAX) == 0 ? 0 : -1;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    return on_header_field(p, at, n);
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct h1c_req *q = p->data;
+
+    if (buf_add(&q->line, "\r\n", 2, SIZE_MAX) != 0 || emit_line(q, q->line.data, q->line.len))
+        return -1;
+    q->line.len = 0;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct h1c_req *q = p->data;
+
+    if (emit_line(q, "\r\n", 2) != 0)
+        return -1;
+    q->line.len = 0;
+    if (p->status_code == 101) {
+        set_error(q, CURLE_WEIRD_SERVER_REPLY, "%s", "the upstream switched protocols (101)");
+        return -1;
+    }
+    if (p->status_code >= 200)
+        q->head_done = 1;
+    /* HEAD: the answer's framing fields describe a body that is not sent. */
+    return q->opt.no_response_body && p->status_code >= 200 ? 1 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+    struct h1c_req *q = p->data;
+    size_t rc = q->opt.on_data((char *)at, 1, n, q->opt.ud);
+
+    if (rc == n)
+        return 0;
+    if (rc == CURL_WRITEFUNC_PAUSE) {
+        q->stash = at;
+        q->stash_len = n;
+        q->recv_paused = 1;
+        return HPE_PAUSED;
+    }
+    set_error(q, CURLE_WRITE_ERROR, "%s", "the relay stopped taking the upstream's body");
+    return -1;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct h1c_req *q = p->data;
+
+    if (p->status_code < 200)
+        return 0; /* an interim answer (100, 103): the real one follows */
+    q->complete = 1;
+    q->keepalive = llhttp_should_keep_alive(p);
+    return HPE_PAUSED;
+}
+
+/* Parses n bytes at data (the scratch buffer or k's spill). Returns 0 (all parsed, more
+ * wanted), 1 (paused: the rest is in the spill), 2 (the response is complete), -1 (failed: q's
+ * error is set). */
+static int feed(struct h1c_conn *k, const char *data, size_t n)
+{
+    struct h1c_req *q = k->q;
+    llhttp_errno_t err;
+    const char *pos;
+
+    if (llhttp_get_errno(&q->p) == HPE_PAUSED)
+        llhttp_resume(&q->p);
+    err = llhttp_execute(&q->p, data, n);
+    if (err == HPE_OK)
+        return 0;
+    if (err == HPE_PAUSED) {
+        pos = llhttp_get_error_pos(&q->p);
+        if (q->complete) {
+            if (pos < data + n)
+                q->keepalive = 0; /* bytes after the answer: never reuse this connection */
+            return 2;
+        }
+        /* paused by on_data: keep the refused span and what follows it */
+        {
+            size_t keep = (size_t)(data + n - q->stash);
+            if (data >= k->spill && data < k->spill + k->spill_len + 1 && k->spill != NULL) {
+                memmove(k->spill, q->stash, keep);
+            } else {
+                char *s = malloc(keep ? keep : 1);
+                if (s == NULL) {
+                    set_error(q, CURLE_OUT_OF_MEMORY, "%s", "out of memory");
+                    return -1;
+                }
+                memcpy(s, q->stash, keep);
+                free(k->spill);
+                k->spill = s;
+            }
+            k->spill_len = keep;
+            k->spill_off = 0;
+            q->stash = k->spill;
+        }
+        return 1;
+    }
+    if (q->fail == CURLE_OK) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "malformed upstream response: %s", llhttp_get_error_reason(&q->p));
+        set_error(q, err == HPE_USER ? CURLE_WRITE_ERROR : CURLE_WEIRD_SERVER_REPLY, "%s", msg);
+    }
+    return -1;
+}
+
+/* ---- I/O ---- */
+
+/* Returns bytes, 0 at EOF, -EAGAIN, or another negative errno (-EPROTO for a TLS failure). */
+static ssize_t io_read(struct h1c_conn *k, char *p, size_t n)
+{
+    ssize_t r;
+
+    if (k->ssl == NULL) {
+        do
+            r = read(k->fd, p, n);
+        while (r < 0 && errno == EINTR);
+        return r >= 0 ? r : errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    ERR_clear_error();
+    k->ssl_want_write = 0;
+    r = SSL_read(k->ssl, p, (int)(n > 1 << 30 ? 1 << 30 : n));
+    if (r > 0)
+        return r;
+    switch (SSL_get_error(k->ssl, (int)r)) {
+    case SSL_ERROR_WANT_READ:
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        k->ssl_want_write = 1;
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        return errno ? -errno : 0;
+    default:
+        return -EPROTO;
+    }
+}
+
+static ssize_t io_write(struct h1c_conn *k, const char *p, size_t n)
+{
+    ssize_t r;
+
+    if (k->ssl == NULL) {
+        do
+            r = send(k->fd, p, n, MSG_NOSIGNAL);
+        while (r < 0 && errno == EINTR);
+        return r >= 0 ? r : errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    ERR_clear_error();
+    r = SSL_write(k->ssl, p, (int)(n > 1 << 30 ? 1 << 30 : n));
+    if (r > 0)
+        return r;
+    switch (SSL_get_error(k->ssl, (int)r)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        return -EAGAIN;
+    case SSL_ERROR_SYSCALL:
+        return errno ? -errno : -EPIPE;
+    default:
+        return -EPROTO;
+    }
+}
+
+/* What k must wait for now. */
+static void rewatch(struct h1c_conn *k)
+{
+    struct h1c_req *q = k->q;
+    int ev = 0;
+
+    if (q == NULL) {
+        watch(k, UV_READABLE);
+        return;
+    }
+    if (!q->recv_paused && !q->complete)
+        ev |= UV_READABLE;
+    if (!q->sent_all && !q->send_paused)
+        ev |= UV_WRITABLE;
+    if (k->ssl_want_write)
+        ev |= UV_WRITABLE;
+    watch(k, ev);
+}
+
+/* Fills q->ubuf with the next framed piece of a streamed body. Returns 1 (bytes ready),
+ * 0 (paused, or nothing more), -1 (failed). */
+static int next_upload(struct h1c_req *q)
+{
+    size_t n;
+    char *data;
+
+    if (q->upload_eof)
+        return 0;
+    if (q->ubuf == NULL && (q->ubuf = malloc(H1C_CHUNK_HDR + H1C_UPLOAD_BUF + 8)) == NULL) {
+        set_error(q, CURLE_OUT_OF_MEMORY, "%s", "out of memory");
+        return -1;
+    }
+    data = q->ubuf + H1C_CHUNK_HDR;
+    n = q->opt.on_read(data, 1, H1C_UPLOAD_BUF, q->opt.ud);
+    if (n == CURL_READFUNC_PAUSE) {
+        q->send_paused = 1;
+        return 0;
+    }
+    if (n == CURL_READFUNC_ABORT || n > H1C_UPLOAD_BUF) {
+        set_error(q, CURLE_ABORTED_BY_CALLBACK, "%s", "the request body was aborted");
+        return -1;
+    }
+    if (n == 0) {
+        q->upload_eof = 1;
+        if (!q->opt.chunked) {
+            if (q->body_sent != q->opt.content_length) {
+                set_error(q, CURLE_READ_ERROR, "%s", "the request body ended early");
+                return -1;
+            }
+            return 0;
+        }
+        memcpy(q->ubuf, "0\r\n\r\n", 5);
+        q->uoff = 0;
+        q->ulen = 5;
+        return 1;
+    }
+    q->body_sent += n;
+    if (!q->opt.chunked) {
+        if (q->body_sent > q->opt.content_length) {
+            set_error(q, CURLE_READ_ERROR, "%s", "the request body is longer than announced");
+            return -1;
+        }
+        q->uoff = H1C_CHUNK_HDR;
+        q->ulen = H1C_CHUNK_HDR + n;
+        return 1;
+    }
+    {
+        char hx[H1C_CHUNK_HDR];
+        int hl = snprintf(hx, sizeof(hx), "%zx\r\n", n);
+        memcpy(data - hl, hx, (size_t)hl);
+        memcpy(data + n, "\r\n", 2);
+        q->uoff = H1C_CHUNK_HDR - (size_t)hl;
+        q->ulen = H1C_CHUNK_HDR + n + 2;
+    }
+    return 1;
+}
+
+/* Writes what q has to send. Returns 0, or -1 when q ended (failed). */
+/* Writes what q has to send; asks on_read for a streamed body only when may_read (not while
+ * h1c_start's caller is on the stack). Returns 0, or -1 when q failed (its error set). */
+static int do_write(struct h1c_conn *k, int may_read)
+{
+    struct h1c_req *q = k->q;
+
+    for (int i = 0; i < 64 && !q->sent_all; i++) {
+        const char *p;
+        size_t n;
+        ssize_t w;
+
+        if (q->out_off < q->out_len) {
+            p = q->out + q->out_off;
+            n = q->out_len - q->out_off;
+        } else if (q->uoff < q->ulen) {
+            p = q->ubuf + q->uoff;
+            n = q->ulen - q->uoff;
+        } else if (!q->opt.has_body || q->opt.body != NULL || q->upload_eof) {
+            q->sent_all = 1;
+            break;
+        } else {
+            int rc;
+            if (!may_read)
+                break;
+            rc = next_upload(q);
+            if (rc < 0)
+                return -1;
+            if (rc == 0)
+                continue; /* paused (the loop ends), or the end: sent_all next turn */
+            continue;
+        }
+        w = io_write(k, p, n);
+        if (w == -EAGAIN)
+            break;
+        if (w < 0) {
+            if (q->head_done) {
+                /* the answer came and the upstream stopped reading: let it finish */
+                q->sent_all = 1;
+                q->no_reuse = 1;
+                break;
+            }
+            set_error(q, CURLE_SEND_ERROR, "sending the request upstream failed: %s",
+                      w == -EPROTO ? "TLS error" : strerror((int)-w));
+            return -1;
+        }
+        if (q->out_off < q->out_len) {
+            q->out_off += (size_t)w;
+            if (q->out_off == q->out_len && q->opt.has_body && q->opt.body == NULL) {
+                free(q->out); /* the head is out: a long upload keeps no copy */
+                q->out = NULL;
+                q->out_len = q->out_off = 0;
+            }
+        } else {
+            q->uoff += (size_t)w;
+        }
+        if (q->send_paused)
+            break;
+    }
+    return 0;
+}
+
+/* Delivers what a paused request kept, then parses the rest of the spill. Returns 0 (go on
+ * reading), 1 (paused again), 2 (complete), -1 (failed). */
+static int drain_spill(struct h1c_conn *k)
+{
+    struct h1c_req *q = k->q;
+    int rc = 0;
+
+    if (q->stash_len > 0) {
+        size_t n = q->opt.on_data((char *)q->stash, 1, q->stash_len, q->opt.ud);
+        if (n == CURL_WRITEFUNC_PAUSE) {
+            q->recv_paused = 1;
+            return 1;
+        }
+        if (n != q->stash_len) {
+            set_error(q, CURLE_WRITE_ERROR, "the relay stopped taking the upstream's body");
+            return -1;
+        }
+        k->spill_off = q->stash_len;
+        q->stash_len = 0;
+        q->stash = NULL;
+    }
+    {
+        /* even with nothing left: the parser may stand just before the end of the message */
+        size_t off = k->spill_off, len = k->spill_len - off;
+        rc = feed(k, k->spill + off, len); /* when it pauses again it keeps the rest in place */
+        if (rc == 1)
+            return 1;
+    }
+    free(k->spill);
+    k->spill = NULL;
+    k->spill_len = k->spill_off = 0;
+    return rc;
+}
+
+/* Reads and parses until the socket has nothing more, q pauses, or the answer is complete;
+ * ends q when it is over. */
+static void do_read(struct h1c_conn *k)
+{
+    struct h1c_req *q = k->q;
+    struct h1c *c = q->c;
+    int rc = 0;
+
+    if (k->spill != NULL)
+        rc = drain_spill(k);
+    for (int i = 0; i < 16 && rc == 0 && !q->recv_paused; i++) {
+        ssize_t n = io_read(k, c->scratch, c->scratch_cap);
+        if (n == -EAGAIN)
+            break;
+        if (n == 0) {
+            llhttp_finish(&q->p); /* ends a body delimited by the close */
+            if (q->complete) {
+                q->keepalive = 0;
+                rc = 2;
+                break;
+            }
+            if (q->got_byte)
+                set_error(q, CURLE_PARTIAL_FILE,
+                          "the upstream closed the connection before the answer ended");
+            else
+                set_error(q, CURLE_GOT_NOTHING,
+                          "the upstream closed the connection without answering");
+            rc = -1;
+            break;
+        }
+        if (n < 0) {
+            set_error(q, CURLE_RECV_ERROR, "reading the upstream's answer failed: %s",
+                      n == -EPROTO ? "TLS error" : strerror((int)-n));
+            rc = -1;
+            break;
+        }
+        q->got_byte = 1;
+        rc = feed(k, c->scratch, (size_t)n);
+    }
+    if (rc == 2) {
+        req_end(q, CURLE_OK);
+        return;
+    }
+    if (rc < 0) {
+        req_fail(q);
+        return;
+    }
+    if (rc == 0 && !q->recv_paused && k->ssl != NULL && SSL_pending(k->ssl) > 0)
+        pending_add(q); /* decrypted bytes wait inside OpenSSL: epoll will not say so */
+    rewatch(k);
+}
+
+/* ---- connecting ---- */
+
+static void maybe_free(struct h1c_conn *k)
+{
+    if (k->dead && !k->poll_open && !k->timer_open && k->gai == NULL)
+        free(k);
+}
+
+/* k can carry its request. Returns 0, or -1 when the request failed (its error set). */
+static int conn_ready(struct h1c_conn *k, int may_read)
+{
+    k->st = K_READY;
+    uv_timer_stop(&k->timer);
+    if (do_write(k, may_read) != 0)
+        return -1;
+    rewatch(k);
+    return 0;
+}
+
+static void tls_step(struct h1c_conn *k)
+{
+    struct h1c_req *q = k->q;
+    int r, e;
+
+    ERR_clear_error();
+    r = SSL_do_handshake(k->ssl);
+    if (r == 1) {
+        if (conn_ready(k, 1) != 0)
+            req_fail(q);
+        return;
+    }
+    e = SSL_get_error(k->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        watch(k, e == SSL_ERROR_WANT_READ ? UV_READABLE : UV_WRITABLE);
+        return;
+    }
+    if (SSL_get_verify_result(k->ssl) != X509_V_OK) {
+        set_error(q, CURLE_PEER_FAILED_VERIFICATION, "TLS certificate of %s not verified: %s",
+                  k->o->host, X509_verify_cert_error_string(SSL_get_verify_result(k->ssl)));
+    } else {
+        unsigned long err = ERR_peek_last_error();
+        const char *why = err ? ERR_reason_error_string(err) : NULL;
+        set_error(q, CURLE_SSL_CONNECT_ERROR, "TLS handshake with %s failed: %s", k->o->host,
+                  why ? why : "the connection closed");
+    }
+    req_fail(q);
+}
+
+/* Returns 0, or -1 (q's error not set). */
+static int tls_begin(struct h1c_conn *k)
+{
+    struct h1c_origin *o = k->o;
+
+    if (o->ctx == NULL && (o->ctx = make_ctx(o->ca_file)) == NULL)
+        return -1;
+    k->ssl = SSL_new(o->ctx);
+    if (k->ssl == NULL)
+        return -1;
+    SSL_set_app_data(k->ssl, k);
+    if (SSL_set_fd(k->ssl, k->fd) != 1)
+        return -1;
+    SSL_set_connect_state(k->ssl);
+    if (o->host_is_ip) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(k->ssl), o->host) != 1)
+            return -1;
+    } else if (SSL_set_tlsext_host_name(k->ssl, o->host) != 1 ||
+               SSL_set1_host(k->ssl, o->host) != 1) {
+        return -1;
+    }
+    if (o->session != NULL)
+        SSL_set_session(k->ssl, o->session);
+    k->st = K_HANDSHAKE;
+    tls_step(k);
+    return 0;
+}
+
+static void on_addr_closed(uv_handle_t *h);
+static void on_connect_timer(uv_timer_t *t);
+
+/* The connect attempt ended (SO_ERROR, or an error connect() gave at once). */
+static void connected(struct h1c_conn *k)
+{
+    struct h1c_req *q = k->q;
+    struct h1c_origin *o = k->o;
+    int err = k->conn_err;
+    socklen_t len = sizeof(err);
+
+    k->conn_err = 0;
+    if (err == 0 && getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    if (err != 0) {
+        if (k->addr + 1 < o->naddrs) {
+            /* the next address, on a new socket and a new poll handle */
+            uint64_t t = now(o->c);
+            k->addr++;
+            watch(k, 0);
+            uv_close((uv_handle_t *)&k->poll, on_addr_closed);
+            uv_timer_start(&k->timer, on_connect_timer, k->deadline > t ? k->deadline - t : 0, 0);
+            return;
+        }
+        set_error(q, CURLE_COULDNT_CONNECT, "connecting to %s port %d failed: %s", o->host,
+                  o->port, strerror(err));
+        req_end(q, CURLE_COULDNT_CONNECT);
+        return;
+    }
+    o->good = k->addr;
+    if (o->tls) {
+        if (tls_begin(k) != 0) {
+            set_error(q, CURLE_SSL_CONNECT_ERROR, "TLS setup for %s failed", o->host);
+            req_end(q, CURLE_SSL_CONNECT_ERROR);
+        }
+        return;
+    }
+    if (conn_ready(k, 1) != 0)
+        req_fail(q);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct h1c_conn *k = h->data;
+    struct h1c_req *q = k->q;
+
+    if (k->dead)
+        return;
+    if (status < 0)
+        events = UV_READABLE | UV_WRITABLE; /* the syscalls will tell what went wrong */
+    if (q == NULL) {
+        conn_close(k); /* idle: the upstream closed it, or sent what nobody asked for */
+        return;
+    }
+    if (q->doomed) {
+        watch(k, 0);
+        return;
+    }
+    switch (k->st) {
+    case K_CONNECT:
+        connected(k);
+        return;
+    case K_HANDSHAKE:
+        tls_step(k);
+        return;
+    case K_READY:
+        if ((events & UV_WRITABLE) && !q->sent_all && !q->send_paused && do_write(k, 1) != 0) {
+            req_fail(q);
+            return;
+        }
+        if (!q->recv_paused && !q->complete &&
+            ((events & UV_READABLE) || (k->ssl_want_write && (events & UV_WRITABLE)))) {
+            do_read(k);
+            return;
+        }
+        rewatch(k);
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_connect_timer(uv_timer_t *t)
+{
+    struct h1c_conn *k = t->data;
+    struct h1c_req *q = k->q;
+
+    if (q == NULL || k->dead || k->st == K_READY || q->doomed)
+        return;
+    if (k->conn_err != 0) {
+        connected(k);
+        return;
+    }
+    set_error(q, CURLE_OPERATION_TIMEDOUT, "connecting to %s port %d timed out after %llu ms",
+              k->o->host, k->o->port, (unsigned long long)q->c->cfg->connect_timeout);
+    req_end(q, CURLE_OPERATION_TIMEDOUT);
+}
+
+/* Opens a socket to k's current address and starts connecting. Returns 0, or -1 (q's error
+ * set). */
+static int try_connect(struct h1c_conn *k)
+{
+    struct h1c_origin *o = k->o;
+    const struct sockaddr *sa = (const struct sockaddr *)&o->addrs[k->addr];
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+    int one = 1, rc;
+
+    k->st = K_CONNECT;
+    k->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (k->fd < 0) {
+        set_error(k->q, CURLE_COULDNT_CONNECT, "no socket for an upstream connection: %s",
+                  strerror(errno));
+        return -1;
+    }
+    setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(k->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    if (uv_poll_init_socket(o->c->loop, &k->poll, k->fd) != 0) {
+        close(k->fd);
+        k->fd = -1;
+        set_error(k->q, CURLE_COULDNT_CONNECT, "cannot watch an upstream connection");
+        return -1;
+    }
+    k->poll.data = k;
+    k->poll_open = 1;
+    k->events = 0;
+    do
+        rc = connect(k->fd, sa, len);
+    while (rc < 0 && errno == EINTR);
+    if (rc == 0 || errno == EINPROGRESS) {
+        watch(k, UV_WRITABLE); /* connected() reads SO_ERROR */
+    } else {
+        k->conn_err = errno; /* seen from the next loop turn, never on the caller's stack */
+        uv_timer_start(&k->timer, on_connect_timer, 0, 0);
+    }
+    return 0;
+}
+
+/* The poll handle of a failed address closed: try the next one. */
+static void on_addr_closed(uv_handle_t *h)
+{
+    struct h1c_conn *k = h->data;
+
+    k->poll_open = 0;
+    if (k->fd >= 0)
+        close(k->fd);
+    k->fd = -1;
+    if (k->dead) {
+        maybe_free(k);
+        return;
+    }
+    if (try_connect(k) != 0)
+        req_end(k->q, CURLE_COULDNT_CONNECT);
+}
+
+static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
+{
+    struct h1c_conn *k = g->data;
+    struct h1c_origin *o = k->o;
+
+    free(g);
+    k->gai = NULL;
+    if (k->dead) {
+        uv_freeaddrinfo(res);
+        maybe_free(k);
+        return;
+    }
+    o->naddrs = 0;
+    o->good = 0;
+    for (struct addrinfo *a = res; status == 0 && a != NULL && o->naddrs < H1C_MAX_ADDRS;
+         a = a->ai_next)
+        if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) &&
+            a->ai_addrlen <= sizeof(o->addrs[0]))
+            memcpy(&o->addrs[o->naddrs++], a->ai_addr, a->ai_addrlen);
+    uv_freeaddrinfo(res);
+    if (o->naddrs == 0) {
+        set_error(k->q, CURLE_COULDNT_RESOLVE_HOST, "could not resolve host %s: %s", o->host,
+                  status ? uv_strerror(status) : "no address");
+        req_end(k->q, CURLE_COULDNT_RESOLVE_HOST);
+        return;
+    }
+    o->addrs_until = now(o->c) + H1C_DNS_TTL;
+    k->addr = 0;
+    if (try_connect(k) != 0)
+        req_end(k->q, CURLE_COULDNT_CONNECT);
+}
+
+/* The address list of an IP literal, without the resolver. */
+static void literal_addr(struct h1c_origin *o)
+{
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&o->addrs[0];
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&o->addrs[0];
+
+    memset(&o->addrs[0], 0, sizeof(o->addrs[0]));
+    if (inet_pton(AF_INET, o->host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)o->port);
+    } else {
+        inet_pton(AF_INET6, o->host, &s6->sin6_addr);
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)o->port);
+    }
+    o->naddrs = 1;
+    o->good = 0;
+}
+
+/* Puts q on a connection: its origin's most recently used idle one (unless fresh), or a new
+ * one. Never calls q's callbacks. Returns 0, or -1 when q failed (its error set). */
+static int start_conn(struct h1c_req *q, int fresh)
+{
+    struct h1c_origin *o = q->o;
+    struct h1c *c = o->c;
+    struct h1c_conn *k = fresh ? NULL : o->idle;
+
+    if (k != NULL) {
+        idle_unlink(k);
+        uv_timer_stop(&k->timer);
+        k->q = q;
+        q->k = k;
+        return conn_ready(k, 0);
+    }
+    k = calloc(1, sizeof(*k));
+    if (k == NULL) {
+        set_error(q, CURLE_OUT_OF_MEMORY, "out of memory");
+        return -1;
+    }
+    k->fd = -1;
+    k->o = o;
+    k->q = q;
+    q->k = k;
+    uv_timer_init(c->loop, &k->timer);
+    k->timer.data = k;
+    k->timer_open = 1;
+    k->deadline = now(c) + c->cfg->connect_timeout;
+    uv_timer_start(&k->timer, on_connect_timer, c->cfg->connect_timeout, 0);
+    if (o->host_is_ip && o->naddrs == 0)
+        literal_addr(o);
+    if (o->naddrs > 0 && (o->host_is_ip || now(c) < o->addrs_until)) {
+        k->addr = o->good < o->naddrs ? o->good : 0;
+        return try_connect(k);
+    }
+    {
+        struct addrinfo hints;
+        char port[8];
+        int rc;
+
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        snprintf(port, sizeof(port), "%d", o->port);
+        k->st = K_RESOLVE;
+        k->gai = malloc(sizeof(*k->gai));
+        if (k->gai == NULL) {
+            set_error(q, CURLE_OUT_OF_MEMORY, "out of memory");
+            return -1;
+        }
+        k->gai->data = k;
+        rc = uv_getaddrinfo(c->loop, k->gai, on_resolved, o->host, port, &hints);
+        if (rc != 0) {
+            free(k->gai);
+            k->gai = NULL;
+            set_error(q, CURLE_COULDNT_RESOLVE_HOST, "could not resolve host %s: %s", o->host,
+                      uv_strerror(rc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the request head ---- */
+
+static int build_head(struct h1c_req *q, const char *path)
+{
+    const struct h1c_opts *o = &q->opt;
+    size_t cap = 128 + strlen(o->method) + strlen(path) + strlen(q->o->hostport), len;
+    const struct curl_slist *f;
+    char *h;
+
+    for (f = o->fields; f != NULL; f = f->next)
+        cap += strlen(f->data) + 4;
+    if (o->body != NULL)
+        cap += (size_t)o->content_length;
+    h = malloc(cap);
+    if (h == NULL)
+        return -1;
+    len = (size_t)snprintf(h, cap, "%s %s%s HTTP/1.1\r\nHost: %s\r\n", o->method,
+                           *path == '/' ? "" : "/", path, q->o->hostport);
+    for (f = o->fields; f != NULL; f = f->next) {
+        const char *s = f->data;
+        size_t n = strlen(s), name = strcspn(s, ":;");
+        if (name == n || name == 0)
+            continue;
+        if (s[name] == ':') {
+            const char *v = s + name + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            if (*v == '\0')
+                continue; /* "Name:" — libcurl's way to say: do not send it */
+            memcpy(h + len, s, n);
+            len += n;
+        } else {
+            memcpy(h + len, s, name);
+            len += name;
+            memcpy(h + len, ": ", 2);
+            len += 2;
+        }
+        memcpy(h + len, "\r\n", 2);
+        len += 2;
+    }
+    if (o->has_body && o->chunked)
+        len += (size_t)snprintf(h + len, cap - len, "Transfer-Encoding: chunked\r\n");
+    else if (o->has_body)
+        len += (size_t)snprintf(h + len, cap - len, "Content-Length: %llu\r\n",
+                                (unsigned long long)o->content_length);
+    memcpy(h + len, "\r\n", 2);
+    len += 2;
+    if (o->body != NULL && o->content_length > 0) {
+        memcpy(h + len, o->body, (size_t)o->content_length);
+        len += (size_t)o->content_length;
+    }
+    q->out = h;
+    q->out_len = len;
+    q->out_off = 0;
+    return 0;
+}
+
+/* ---- the public side ---- */
+
+static void on_kick(uv_timer_t *t)
+{
+    struct h1c *c = t->data;
+    size_t n = 0;
+
+    for (struct h1c_req *q = c->pending; q != NULL; q = q->pnext)
+        n++;
+    while (n-- > 0 && c->pending != NULL) { /* what is added meanwhile waits for the next turn */
+        struct h1c_req *q = c->pending;
+        pending_remove(q);
+        if (q->doomed) {
+            q->doomed = 0;
+            req_fail(q);
+        } else if (q->k != NULL && q->k->st == K_READY && !q->recv_paused && !q->complete) {
+            do_read(q->k); /* delivers the spill first */
+        }
+    }
+}
+
+static void pending_add(struct h1c_req *q)
+{
+    struct h1c *c = q->c;
+
+    if (!q->pending) {
+        q->pending = 1;
+        q->pnext = NULL;
+        q->pprev = c->pending_tail;
+        if (c->pending_tail != NULL)
+            c->pending_tail->pnext = q;
+        else
+            c->pending = q;
+        c->pending_tail = q;
+    }
+    uv_timer_start(&c->kick, on_kick, 0, 0);
+}
+
+struct h1c_req *h1c_start(struct h1c *c, const struct h1c_opts *o)
+{
+    struct h1c_req *q;
+    char host[256];
+    int tls, port;
+    const char *path;
+
+    if (c->closed || split_url(o->url, &tls, host, sizeof(host), &port, &path) != 0)
+        return NULL;
+    q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return NULL;
+    q->c = c;
+    q->opt = *o;
+    if (q->opt.errbuf != NULL)
+        q->opt.errbuf[0] = '\0';
+    q->o = origin_get(c, tls, host, port, o->ca_file);
+    if (q->o == NULL || build_head(q, path) != 0) {
+        req_free(q);
+        return NULL;
+    }
+    llhttp_init(&q->p, HTTP_RESPONSE, &settings);
+    q->p.data = q;
+    if (start_conn(q, 0) != 0)
+        req_doom(q);
+    return q;
+}
+
+void h1c_resume_recv(struct h1c_req *q)
+{
+    if (!q->recv_paused)
+        return;
+    q->recv_paused = 0;
+    pending_add(q);
+}
+
+void h1c_resume_send(struct h1c_req *q)
+{
+    if (!q->send_paused)
+        return;
+    q->send_paused = 0;
+    if (q->k != NULL && q->k->st == K_READY && !q->doomed)
+        rewatch(q->k); /* a writable socket reports at once */
+}
+
+void h1c_stop(struct h1c_req *q)
+{
+    if (q->k != NULL) {
+        struct h1c_conn *k = q->k;
+        k->q = NULL;
+        q->k = NULL;
+        conn_close(k); /* mid-exchange: the upstream sees the close and stops */
+    }
+    req_free(q);
+}
+
+static void settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_status = on_status;
+    settings.on_status_complete = on_status_complete;
+    settings.on_header_field = on_header_field;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
+int h1c_init(struct h1c *c, uv_loop_t *loop, const struct config *cfg)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, settings_init);
+    memset(c, 0, sizeof(*c));
+    c->loop = loop;
+    c->cfg = cfg;
+    c->scratch_cap = cfg->read_buffer_size;
+    c->scratch = malloc(c->scratch_cap);
+    if (c->scratch == NULL)
+        return -1;
+    uv_timer_init(loop, &c->kick);
+    c->kick.data = c;
+    return 0;
+}
+
+void h1c_close(struct h1c *c)
+{
+    struct h1c_origin *o, *next;
+
+    if (c->closed || c->loop == NULL)
+        return;
+    c->closed = 1;
+    for (o = c->origins; o != NULL; o = next) {
+        next = o->next;
+        while (o->idle != NULL)
+            conn_close(o->idle);
+        origin_free(o);
+    }
+    c->origins = NULL;
+    uv_timer_stop(&c->kick);
+    uv_close((uv_handle_t *)&c->kick, NULL);
+    free(c->scratch);
+    c->scratch = NULL;
+}

@@ -1,0 +1,80 @@
+/* h1client — ferry's own HTTP/1.1 client for upstream calls, one per worker thread: keep-alive
+ * connections per origin on the worker's libuv loop (uv_poll over non-blocking sockets), OpenSSL
+ * for https (certificate and host name verified, SNI, session resumption, buffers released while
+ * idle) and llhttp for the response.
+ *
+ * It speaks libcurl's callback conventions — header lines as libcurl delivers them,
+ * CURL_WRITEFUNC_PAUSE and CURL_READFUNC_PAUSE, CURLcode results and an error buffer — so that
+ * relay.c drives it exactly as it drives a libcurl easy handle. libcurl still carries what this
+ * does not do (egress proxies) and can be chosen for everything (--upstream-client curl).
+ * Why it exists: libcurl's multi machinery was ~73 % of ferry's instructions per request
+ * (docs/performance.md).
+ *
+ * Contract: callbacks run from libuv callbacks of this module only; on_done runs once per
+ * request, after the request was freed (never from inside h1c_start, h1c_resume_* or h1c_stop),
+ * and no callback follows it. h1c_stop and h1c_resume_* must not be called from inside one of
+ * the request's own callbacks. */
+#ifndef FERRY_H1CLIENT_H
+#define FERRY_H1CLIENT_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct config;
+struct h1c_origin;
+struct h1c_req;
+
+/* libcurl's signatures: size is always 1. */
+typedef size_t (*h1c_io_cb)(char *p, size_t size, size_t n, void *ud);
+typedef void (*h1c_done_cb)(void *ud, CURLcode result);
+
+struct h1c_opts {
+    const char *url;            /* absolute http:// or https:// URL; the path is sent as is */
+    const char *method;
+    int no_response_body;       /* HEAD */
+    const struct curl_slist *fields; /* libcurl's convention: "Name:" is skipped, "Name;" is sent empty */
+    int has_body, chunked;      /* chunked: Transfer-Encoding: chunked, else Content-Length */
+    uint64_t content_length;
+    const char *body;           /* a whole body in memory (replayable), or NULL: read with on_read */
+    const char *ca_file;        /* "" or NULL: the system store */
+    h1c_io_cb on_header, on_data, on_read;
+    h1c_done_cb on_done;
+    void *ud;
+    char *errbuf;               /* CURL_ERROR_SIZE bytes: why a transfer failed */
+};
+
+struct h1c {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct h1c_origin *origins;
+    char *scratch;              /* the worker's read buffer: every read lands here first */
+    size_t scratch_cap;
+    uv_timer_t kick;            /* resumes paused requests outside the caller's stack */
+    struct h1c_req *pending, *pending_tail; /* requests to resume or to fail (doubly linked) */
+    int closed;
+};
+
+int h1c_init(struct h1c *c, uv_loop_t *loop, const struct config *cfg);
+
+/* Closes idle connections and the timer (every request must have ended or been stopped). The
+ * loop must run once more for the handles to close. */
+void h1c_close(struct h1c *c);
+
+/* 1 when this client can carry a transfer to url with this egress proxy ("" or NULL: none). */
+int h1c_supports(const char *url, const char *proxy);
+
+/* Starts a transfer; every failure after this call (DNS, connect, TLS, protocol) comes through
+ * on_done. Returns NULL only without memory or for a URL h1c_supports() refuses. */
+struct h1c_req *h1c_start(struct h1c *c, const struct h1c_opts *o);
+
+/* on_data returned CURL_WRITEFUNC_PAUSE: deliver again (next loop turn). */
+void h1c_resume_recv(struct h1c_req *q);
+/* on_read returned CURL_READFUNC_PAUSE: ask again (when the socket is writable). */
+void h1c_resume_send(struct h1c_req *q);
+
+/* Ends a transfer now, without on_done; a connection in the middle of it is closed. */
+void h1c_stop(struct h1c_req *q);
+
+#endif
