@@ -507,17 +507,25 @@ static int emit_line(struct h1c_req *q, const char *p, size_t n)
     return 0;
 }
 
+/* "HTTP/1.1 200 " — the status line as libcurl hands it over, before the reason. */
+static int status_start(struct h1c_req *q, const llhttp_t *p)
+{
+    char sl[16] = "HTTP/x.x xxx ";
+
+    sl[5] = (char)('0' + p->http_major % 10);
+    sl[7] = (char)('0' + p->http_minor % 10);
+    sl[9] = (char)('0' + p->status_code / 100 % 10);
+    sl[10] = (char)('0' + p->status_code / 10 % 10);
+    sl[11] = (char)('0' + p->status_code % 10);
+    return buf_add(&q->line, sl, 13, SIZE_MAX);
+}
+
 static int on_status(llhttp_t *p, const char *at, size_t n)
 {
     struct h1c_req *q = p->data;
 
-    if (q->line.len == 0) {
-        char sl[32];
-        int len = snprintf(sl, sizeof(sl), "HTTP/%d.%d %03d ", p->http_major, p->http_minor,
-                           p->status_code);
-        if (buf_add(&q->line, sl, (size_t)len, SIZE_MAX) != 0)
-            return -1;
-    }
+    if (q->line.len == 0 && status_start(q, p) != 0)
+        return -1;
     return buf_add(&q->line, at, n, q->c->cfg->max_response_header_bytes) == 0 ? 0 : -1;
 }
 
@@ -525,13 +533,8 @@ static int on_status_complete(llhttp_t *p)
 {
     struct h1c_req *q = p->data;
 
-    if (q->line.len == 0) { /* no reason phrase */
-        char sl[32];
-        int len = snprintf(sl, sizeof(sl), "HTTP/%d.%d %03d ", p->http_major, p->http_minor,
-                           p->status_code);
-        if (buf_add(&q->line, sl, (size_t)len, SIZE_MAX) != 0)
-            return -1;
-    }
+    if (q->line.len == 0 && status_start(q, p) != 0) /* no reason phrase */
+        return -1;
     if (buf_add(&q->line, "\r\n", 2, SIZE_MAX) != 0 || emit_line(q, q->line.data, q->line.len))
         return -1;
     q->line.len = 0;
@@ -1304,8 +1307,14 @@ static int build_head(struct h1c_req *q, const char *path)
     h = malloc(cap);
     if (h == NULL)
         return -1;
-    len = (size_t)snprintf(h, cap, "%s %s%s HTTP/1.1\r\nHost: %s\r\n", o->method,
-                           *path == '/' ? "" : "/", path, q->o->hostport);
+#define PUT(s, n) (memcpy(h + len, s, n), len += (n))
+    len = 0;
+    PUT(o->method, strlen(o->method));
+    PUT(" /", *path == '/' ? 1 : 2);
+    PUT(path, strlen(path));
+    PUT(" HTTP/1.1\r\nHost: ", 17);
+    PUT(q->o->hostport, strlen(q->o->hostport));
+    PUT("\r\n", 2);
     for (f = o->fields; f != NULL; f = f->next) {
         const char *s = f->data;
         size_t n = strlen(s), name = strcspn(s, ":;");
@@ -1328,13 +1337,15 @@ static int build_head(struct h1c_req *q, const char *path)
         memcpy(h + len, "\r\n", 2);
         len += 2;
     }
-    if (o->has_body && o->chunked)
-        len += (size_t)snprintf(h + len, cap - len, "Transfer-Encoding: chunked\r\n");
-    else if (o->has_body)
-        len += (size_t)snprintf(h + len, cap - len, "Content-Length: %llu\r\n",
-                                (unsigned long long)o->content_length);
-    memcpy(h + len, "\r\n", 2);
-    len += 2;
+    if (o->has_body && o->chunked) {
+        PUT("Transfer-Encoding: chunked\r\n", 28);
+    } else if (o->has_body) {
+        PUT("Content-Length: ", 16);
+        len += fmt_dec(h + len, o->content_length);
+        PUT("\r\n", 2);
+    }
+    PUT("\r\n", 2);
+#undef PUT
     if (o->body != NULL && o->content_length > 0) {
         memcpy(h + len, o->body, (size_t)o->content_length);
         len += (size_t)o->content_length;

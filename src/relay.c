@@ -74,6 +74,9 @@ struct relay {
     int status;
     char reason[64];
     int head_sent;
+    char *head_out;            /* the client's response head, not yet written: it goes out with
+                                * the first body bytes, or alone at the end of this loop turn */
+    size_t head_out_len;
     enum framing framing;
     int fail_status;
     const char *fail_msg;
@@ -160,12 +163,19 @@ static struct curl_slist *request_fields(const struct relay_req *rq, const char 
         if (!keep[i])
             continue;
         /* libcurl removes a field given as "Name:"; "Name;" sends it empty. */
-        if (h->value_len == 0)
-            snprintf(line, sizeof(line), "%.*s;", (int)h->name_len, h->name);
-        else if (h->name_len + h->value_len + 3 < sizeof(line))
-            snprintf(line, sizeof(line), "%.*s: %.*s", (int)h->name_len, h->name,
-                     (int)h->value_len, h->value);
-        else {
+        if (h->name_len + h->value_len + 3 < sizeof(line)) {
+            size_t n = h->name_len;
+            memcpy(line, h->name, n);
+            if (h->value_len == 0) {
+                line[n++] = ';';
+            } else {
+                line[n++] = ':';
+                line[n++] = ' ';
+                memcpy(line + n, h->value, h->value_len);
+                n += h->value_len;
+            }
+            line[n] = '\0';
+        } else {
             char *big = malloc(h->name_len + h->value_len + 3);
             if (big == NULL) {
                 *ok = 0;
@@ -320,7 +330,7 @@ static int send_head(struct relay *r)
     int ct = headers_find(fields, n, "content-type");
     int no_body = r->is_head || r->status == 204 || r->status == 304;
     int streamed, close;
-    char *head;
+    char *head, stack[8192];
 
     if (want_redirect(r, fields, n))
         return -1;
@@ -341,11 +351,20 @@ static int send_head(struct relay *r)
     headers_filter_response(fields, n, r->framing == FRAME_LENGTH || no_body, keep);
 
     cap = 256 + sizeof(CORS_RESPONSE_FIELDS) + r->rh.len + 2 * n;
-    head = malloc(cap);
+    head = cap <= sizeof(stack) ? stack : malloc(cap);
     if (head == NULL)
         return -1;
-    len += (size_t)snprintf(head, cap, "HTTP/1.1 %d %s\r\n", r->status,
-                            r->reason[0] ? r->reason : reply_reason(r->status));
+    {
+        const char *reason = r->reason[0] ? r->reason : reply_reason(r->status);
+        size_t rl = strlen(reason);
+        memcpy(head, "HTTP/1.1 ", 9);
+        len = 9 + fmt_dec(head + 9, (unsigned)r->status);
+        head[len++] = ' ';
+        memcpy(head + len, reason, rl);
+        len += rl;
+        memcpy(head + len, "\r\n", 2);
+        len += 2;
+    }
     for (size_t i = 0; i < n; i++) {
         if (!keep[i])
             continue;
@@ -363,10 +382,16 @@ static int send_head(struct relay *r)
         memcpy(head + len, "\r\n", 2);
         len += 2;
     }
-    len += (size_t)snprintf(head + len, cap - len, "%s%s%s%s\r\n", CORS_RESPONSE_FIELDS,
-                            streamed ? "X-Accel-Buffering: no\r\n" : "",
-                            r->framing == FRAME_CHUNKED ? "Transfer-Encoding: chunked\r\n" : "",
-                            close ? "Connection: close\r\n" : "");
+#define PUT(s) (memcpy(head + len, s, sizeof(s) - 1), len += sizeof(s) - 1)
+    PUT(CORS_RESPONSE_FIELDS);
+    if (streamed)
+        PUT("X-Accel-Buffering: no\r\n");
+    if (r->framing == FRAME_CHUNKED)
+        PUT("Transfer-Encoding: chunked\r\n");
+    if (close)
+        PUT("Connection: close\r\n");
+    PUT("\r\n");
+#undef PUT
     if (r->tracked && !no_body && r->status >= 200 && r->status < 300) {
         int sse = ct >= 0 && fields[ct].value_len >= 17 &&
                   strncasecmp(fields[ct].value, "text/event-stream", 17) == 0;
@@ -386,9 +411,35 @@ static int send_head(struct relay *r)
     c->acc.status = r->status;
     c->acc.t_first = uv_hrtime();
     r->t_last = now_ms(r);
-    conn_send(c, head, len, NULL, 0, 0);
-    free(head);
+    /* One write for head and body when they came in one read (a small answer): held until the
+     * first body bytes, or until relay_flush() at the end of this loop turn. */
+    if (head == stack) {
+        head = malloc(len);
+        if (head == NULL)
+            return -1;
+        memcpy(head, stack, len);
+    }
+    r->head_out = head;
+    r->head_out_len = len;
+    worker_defer(r->w, c);
     return 0;
+}
+
+/* Sends the held head (if any), then b (framed as one chunk when chunked). */
+static int to_client(struct relay *r, const char *b, size_t n, int chunked)
+{
+    int rc = conn_send(r->c, r->head_out, r->head_out_len, b, n, chunked);
+
+    free(r->head_out);
+    r->head_out = NULL;
+    r->head_out_len = 0;
+    return rc;
+}
+
+void relay_flush(struct relay *r)
+{
+    if (r->head_out != NULL)
+        to_client(r, NULL, 0, 0);
 }
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
@@ -443,7 +494,7 @@ static int filter_pass(struct relay *r, const char *p, size_t n)
     rc = p != NULL ? usage_filter_feed(r->filter, p, n, filter_out, r)
                    : usage_filter_finish(r->filter, filter_out, r);
     if (rc == 0 && r->fo.len > 0 &&
-        conn_send(r->c, NULL, 0, r->fo.data, r->fo.len, r->framing == FRAME_CHUNKED) != 0)
+        to_client(r, r->fo.data, r->fo.len, r->framing == FRAME_CHUNKED) != 0)
         rc = -1;
     return rc;
 }
@@ -475,7 +526,7 @@ static int release_held(struct relay *r)
     if (send_head(r) != 0)
         return -1;
     if (r->hold.len > 0 && r->framing != FRAME_NONE)
-        conn_send(r->c, NULL, 0, r->hold.data, r->hold.len, r->framing == FRAME_CHUNKED);
+        to_client(r, r->hold.data, r->hold.len, r->framing == FRAME_CHUNKED);
     r->hold.len = 0;
     return 0;
 }
@@ -505,7 +556,7 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userp)
         return filter_pass(r, ptr, n) == 0 ? n : 0;
     if (r->tap != NULL)
         usage_feed(r->tap, ptr, n);
-    if (conn_send(r->c, NULL, 0, ptr, n, r->framing == FRAME_CHUNKED) != 0)
+    if (to_client(r, ptr, n, r->framing == FRAME_CHUNKED) != 0)
         return 0;
     return n;
 }
@@ -765,7 +816,7 @@ static int choose_upstream(struct relay *r, const char *model)
     memcpy(r->url, up->url, ulen);
     memcpy(r->url + ulen, r->path, r->path_len);
     r->url[ulen + r->path_len] = '\0';
-    snprintf(r->c->acc.upstream, sizeof(r->c->acc.upstream), "%s", up->name);
+    str_copy(r->c->acc.upstream, sizeof(r->c->acc.upstream), up->name, strlen(up->name));
     if (up->nkeys > 0) {
         /* A pool key (added per transfer) replaces whatever credentials the client sent: the
          * real key never comes from, or goes back to, the client. */
@@ -837,7 +888,7 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     r->c = c;
     r->w = c->w;
     r->cfg = cfg;
-    snprintf(r->method, sizeof(r->method), "%.*s", (int)rq->method_len, rq->method);
+    str_copy(r->method, sizeof(r->method), rq->method, rq->method_len);
     r->is_head = strcmp(r->method, "HEAD") == 0;
     r->http_minor = rq->http_minor;
     r->has_body = rq->has_body;
@@ -849,7 +900,9 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     memcpy(r->path, rq->path, rq->path_len);
     r->path[rq->path_len] = '\0';
     r->path_len = rq->path_len;
-    r->tracked = usage_kind_for_path(r->path, r->path_len, &r->kind) == 0;
+    /* Usage is read only when something keeps it: the access log or the store. */
+    r->tracked = (cfg->access_log || r->w->store != NULL) &&
+                 usage_kind_for_path(r->path, r->path_len, &r->kind) == 0;
     r->hdrs = request_fields(rq, cfg->drop_headers, &ok);
     if (!ok)
         goto fail;
@@ -909,6 +962,7 @@ void relay_free(struct relay *r)
     if (r == NULL)
         return;
     stop_transfer(r);
+    free(r->head_out);
     curl_slist_free_all(r->hdrs);
     curl_slist_free_all(r->sent);
     if (r->ring != NULL)
@@ -1152,11 +1206,14 @@ static void finish(struct relay *r, CURLcode result)
         usage_end(r, 1);
     if (result == CURLE_OK && r->head_sent) {
         if (r->framing == FRAME_CHUNKED)
-            conn_send(c, "0\r\n\r\n", 5, NULL, 0, 0);
+            to_client(r, "0\r\n\r\n", 5, 0);
+        else
+            relay_flush(r);
         conn_response_done(c, 1);
         return;
     }
     if (r->head_sent) { /* cut short after the head: the client must see a truncation */
+        relay_flush(r);
         c->acc.end = r->timed_out ? END_TIMEOUT : END_UPSTREAM_ERROR;
         conn_response_done(c, 0);
         return;
@@ -1199,6 +1256,8 @@ static void on_transfer_done(struct upstream_job *job, CURL *easy, CURLcode resu
 
 void relay_cancel(struct relay *r, enum end_reason why)
 {
+    if (why != END_CLIENT_CLOSED)
+        relay_flush(r); /* a timeout or the drain deadline: the truncation must be visible */
     if (in_transfer(r) && r->head_sent)
         usage_end(r, 0); /* what was read before the client left: a partial record */
     stop_transfer(r);

@@ -55,7 +55,10 @@ void relay_cancel(struct relay *r, enum end_reason why);
 uint64_t relay_deadline(const struct relay *r);
 void relay_expire(struct relay *r, uint64_t now);
 
-/* 1 when the response head went to the client. */
+/* Writes the response head if it is still held back (see send_head in relay.c). */
+void relay_flush(struct relay *r);
+
+/* 1 when the response head went to the client (or is held, to go with the first body bytes). */
 int relay_head_sent(const struct relay *r);
 
 void relay_free(struct relay *r);

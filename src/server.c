@@ -190,6 +190,8 @@ static void *worker_main(void *arg)
     if (rc != 0)
         log_error("worker %d: loop closed with handles open", w->id);
     free(w->hdr_scratch);
+    while (w->ninbufs > 0)
+        free(w->inbufs[--w->ninbufs]);
     atomic_fetch_add(&workers_done, 1);
     return NULL;
 }

@@ -33,6 +33,8 @@ struct worker {
     struct conn *deferred; /* connections with deferred work (singly linked) */
     size_t nconns;
     struct hdr *hdr_scratch; /* head fields of the request being handled (max_headers) */
+    char *inbufs[16];      /* connection input buffers kept for reuse (conn.c) */
+    int ninbufs;
     int draining;
     int stopping;
     uint64_t last_accept_error; /* uv_now() of the last logged accept error */
