@@ -4,7 +4,8 @@
 // is measured and how. `make bench` (REPS=6, < 15 min) or `make bench-smoke` (--smoke: ~20 s,
 // tiny sizes, one repetition, exits 1 if any relay fails a correctness check or gives no number).
 //
-// Environment: REPS (repetitions, default 6), PEERS (comma list, default ferry,nginx,workerd),
+// Environment: REPS (repetitions, default 6), PEERS (comma list, default ferry,nginx,workerd;
+// also ferry-curl: ferry with --upstream-client curl),
 // BENCH_KEEP=1 (keep the temp dir with configs and logs), BENCH_OUT (results file, default
 // bench/results/latest.md; smoke writes none unless it is set), BENCH_WORKERD (workerd binary,
 // default: the one npm installed).
@@ -24,7 +25,7 @@ const T0 = Date.now();
 const FULL = {
   reps: intEnv('REPS', 6),
   tp: { conns: [64, 256], seconds: 3, warmSeconds: 1 },
-  tpAll: { conns: [64, 256], seconds: 2, peers: ['ferry', 'nginx'] },
+  tpAll: { conns: [64, 256], seconds: 2, peers: ['ferry', 'ferry-curl', 'nginx'] },
   lat: { rate: 1000, seconds: 3, conns: 32 },
   // same 50 chunks per stream; K=1000 at 20k events/s, K=5000 at 50k events/s. Each stream is
   // held by the upstream after its first event until all K are open (at most holdMs).
@@ -43,7 +44,7 @@ const FULL = {
 const SMOKE_CFG = {
   reps: 1,
   tp: { conns: [64], seconds: 1, warmSeconds: 0 },
-  tpAll: { conns: [64], seconds: 1, peers: ['ferry', 'nginx'] },
+  tpAll: { conns: [64], seconds: 1, peers: ['ferry', 'ferry-curl', 'nginx'] },
   lat: { rate: 200, seconds: 1, conns: 8 },
   streams: [{ k: 50, chunks: 10, delayMs: 20 }],
   tlsStreams: [{ k: 50, chunks: 10, delayMs: 20 }],
@@ -362,6 +363,14 @@ const PEER_DEFS = {
         '--upstream', up, '--quiet'];
       if (tls) a.push('--ca-file', path.join(TMP, 'ca.pem'));
       return a;
+    },
+  },
+  // The same ferry with libcurl carrying the upstream calls (as before h1client): what the
+  // built-in client buys, measured in the same run. Not in the default PEERS.
+  'ferry-curl': {
+    label: 'ferry (libcurl)',
+    argv(port, opts) {
+      return [...PEER_DEFS.ferry.argv(port, opts), '--upstream-client', 'curl'];
     },
   },
   nginx: {
