@@ -88,6 +88,7 @@ test: deps-test all
 	$(MAKE) e2e
 	$(MAKE) e2e-asan
 	$(MAKE) soak S=60
+	$(MAKE) bench-smoke
 
 format:
 	clang-format -i src/*.c src/*.h tests/mock/*.c tests/unit/*.c

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what ferry needs, and nothing that is already there.
 #   scripts/deps.sh build   Debian packages to build ferry
-#   scripts/deps.sh test    build + what the unit, e2e and browser tests need, and `npm ci`
+#   scripts/deps.sh test    build + what the unit, e2e and browser tests and the benchmark smoke
+#                           run need (nginx, wrk), and `npm ci`
 #   scripts/deps.sh bench   build + what `make bench` / `make bench-smoke` need (nginx, wrk, node and
 #                           `npm ci` for workerd)
 # Idempotent: uses apt-get only for missing packages (one `apt-get update`, only then), and sudo only when
@@ -31,9 +32,10 @@ if [ "$mode" = test ]; then
   [ "$node_ok" = 1 ] || pkgs+=(nodejs npm)
 fi
 
-if [ "$mode" = bench ]; then
+if [ "$mode" = bench ] || [ "$mode" = test ]; then
   # taskset comes with util-linux (essential); the nginx package's postinst may start a system
-  # nginx on :80, which the benchmark neither uses nor needs.
+  # nginx on :80, which the benchmark neither uses nor needs. (test: make test ends with the
+  # benchmark's smoke run.)
   pkgs+=(nginx wrk openssl)
   node_ok=0
   if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
