@@ -235,6 +235,8 @@ static SSL_CTX *make_ctx(const char *ca_file)
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, on_new_session);
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+    /* One read(2) per socket wakeup instead of a record header, then its body. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     return ctx;
 }
 
@@ -932,6 +934,9 @@ static void do_read(struct h1c_conn *k)
         }
         q->got_byte = 1;
         rc = feed(k, c->scratch, (size_t)n);
+        if (k->ssl != NULL ? !SSL_has_pending(k->ssl) : (size_t)n < c->scratch_cap)
+            break; /* the socket is drained: poll says when more comes (one read per SSE event,
+                    * not two; with TLS, OpenSSL read ahead as far as the socket had) */
     }
     if (rc == 2) {
         req_end(q, CURLE_OK);
@@ -941,7 +946,7 @@ static void do_read(struct h1c_conn *k)
         req_fail(q);
         return;
     }
-    if (rc == 0 && !q->recv_paused && k->ssl != NULL && SSL_pending(k->ssl) > 0)
+    if (rc == 0 && !q->recv_paused && k->ssl != NULL && SSL_has_pending(k->ssl))
         pending_add(q); /* decrypted bytes wait inside OpenSSL: epoll will not say so */
     rewatch(k);
 }
