@@ -262,3 +262,105 @@ configs = {
 }
 for name, data in configs.items():
     write('config', name, data)
+
+# h1resp: 4 control bytes (see fuzz/h1resp.c: flags, on_data/on_read pause pattern, piece sizes,
+# faults), then the upstream's response; "~next~" starts the second request's response.
+SECOND, HEADREQ, CLOSE, EARLY, IDLE, LATE = 0x01, 0x02, 0x10, 0x20, 0x40, 0x80
+MEM, STREAM_CL, STREAM_CHUNKED = 0x04, 0x08, 0x0c
+WHOLE, P1, P2, P5, P16, P100, P700 = 7, 0, 1, 2, 3, 4, 5
+JSON = '{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":' \
+       '{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],' \
+       '"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}'
+
+
+def R(status='200 OK', fields='', body='', version='HTTP/1.1'):
+    return '%s %s\r\n%s\r\n%s' % (version, status, fields, body)
+
+
+def CL(body, status='200 OK', extra='', version='HTTP/1.1'):
+    return R(status, 'Content-Type: application/json\r\n%sContent-Length: %d\r\n' % (extra, len(body)),
+             body, version)
+
+
+def CH(chunks, status='200 OK', extra='', trailer=''):
+    return R(status, 'Content-Type: text/event-stream\r\n%sTransfer-Encoding: chunked\r\n' % extra,
+             ''.join('%x\r\n%s\r\n' % (len(c), c) for c in chunks) + '0\r\n%s\r\n' % trailer)
+
+
+def H1(flags, pause, pieces, faults, resp):
+    return bytes([flags, pause, pieces, faults]).decode('latin-1') + resp
+
+
+SSE = ['data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n',
+       'data: {"choices":[{"delta":{"content":"lo"}}]}\n\n',
+       'data: {"usage":{"prompt_tokens":9,"completion_tokens":2}}\n\ndata: [DONE]\n\n']
+BIG = ('x' * 63 + '\n') * 48
+h1 = {
+    'cl': H1(0, 0, WHOLE, 0, CL(JSON)),
+    'cl-pieces-5': H1(0, 0, P5 | 0x28, 0, CL(JSON)),
+    'cl-bytewise-pause-odd': H1(0, 0x55, P1, 0, CL('{"ok":true}')),
+    'cl-reuse': H1(SECOND, 0, P100, 0, CL(JSON)),
+    'cl-then-chunked-reuse': H1(SECOND, 0x02, P16, 0, CL(JSON) + '~next~' + CH(SSE)),
+    'cl-big-pause-all': H1(0, 0xff, P700 | 0x40, 0, CL(BIG)),
+    'cl-big-pause-some': H1(SECOND, 0x29, P100 | 0x18, 0, CL(BIG)),
+    'cl-zero': H1(SECOND, 0, WHOLE, 0, CL('')),
+    'chunked-sse': H1(0, 0x11, P16, 0, CH(SSE)),
+    'chunked-ext': H1(0, 0, P5, 0, R('200 OK', 'Transfer-Encoding: chunked\r\n',
+                                      '5;a=b\r\nhello\r\n6;name="q v"\r\n world\r\n0;last\r\n\r\n')),
+    'chunked-trailers': H1(SECOND, 0x04, P2, 0, CH(SSE, trailer='X-Usage: 11\r\nServer-Timing: a;dur=1\r\n')),
+    'chunked-upper-hex-zeros': H1(0, 0, P16, 0, R('200 OK', 'Transfer-Encoding: chunked\r\n',
+                                                  '000A\r\n0123456789\r\n00\r\n\r\n')),
+    'close-delimited': H1(CLOSE, 0, P100, 0, R('200 OK', 'Content-Type: application/json\r\n', JSON)),
+    'close-delimited-forced': H1(SECOND, 0x80, P700, 0, R('200 OK', '', BIG)),
+    'continue-then-200': H1(SECOND | MEM, 0, P5, 0, R('100 Continue') + CL(JSON)),
+    'early-hints-then-200': H1(0, 0, P16, 0, R('103 Early Hints', 'Link: </a>; rel=preload\r\n') + CH(SSE)),
+    'head-cl': H1(SECOND | HEADREQ, 0, WHOLE, 0, R('200 OK', 'Content-Length: 1234\r\n')),
+    'head-chunked': H1(SECOND | HEADREQ, 0, P2, 0, R('200 OK', 'Transfer-Encoding: chunked\r\n')),
+    '204-reuse': H1(SECOND, 0, WHOLE, 0, R('204 No Content', 'Date: x\r\n')),
+    '304': H1(0, 0, WHOLE, 0, R('304 Not Modified', 'ETag: "a"\r\n')),
+    'no-reason': H1(SECOND, 0, P5, 0, 'HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi'),
+    'http10': H1(SECOND, 0, P16, 0, CL(JSON, version='HTTP/1.0')),
+    'http10-keepalive': H1(SECOND, 0, P16, 0, CL(JSON, extra='Connection: keep-alive\r\n', version='HTTP/1.0')),
+    'connection-close': H1(SECOND, 0, P100, 0, CL(JSON, extra='Connection: close\r\n')),
+    'bytes-after-answer': H1(SECOND, 0, WHOLE, 0, CL('hi') + 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil'),
+    'answer-split-from-extra': H1(SECOND, 0, P2 | 0x08, 0, CL('hi') + 'HTTP/1.1 200 OK\r\n\r\n'),
+    'server-closes-pooled': H1(SECOND | CLOSE, 0, WHOLE, 0, CL(JSON)),
+    'server-closes-pooled-late': H1(SECOND | CLOSE | LATE, 0, WHOLE, 0, CL(JSON)),
+    'idle-expires': H1(SECOND | IDLE | LATE, 0, WHOLE, 0, CL(JSON)),
+    'idle-zero-reused': H1(SECOND | IDLE, 0, WHOLE, 0, CL(JSON)),
+    'upload-memory': H1(SECOND | MEM, 0, P100, 0, CL(JSON)),
+    'upload-stream-cl': H1(SECOND | STREAM_CL, 0x81, P100, 0, CL(JSON)),
+    'upload-stream-chunked': H1(STREAM_CHUNKED, 0x42, P16, 0, CH(SSE)),
+    'early-answer-upload': H1(EARLY | STREAM_CHUNKED, 0xc3, P5, 0, CL('{"error":"too large"}', '413 Payload Too Large')),
+    'early-answer-close': H1(EARLY | CLOSE | STREAM_CL, 0x01, WHOLE, 0, CL('{"error":"no"}', '400 Bad Request')),
+    'refuse-header': H1(0, 0, WHOLE, 0x03, CL(JSON)),
+    'refuse-data': H1(0, 0x01, P16, 0x09, CH(SSE)),
+    'stop-mid-body': H1(0, 0x00, P5, 0x30, CL(BIG)),
+    'stop-while-paused': H1(SECOND, 0xff, P16, 0x20, CH(SSE)),
+    'refused-port': H1(0, 0, WHOLE, 0xf0, ''),
+    'upload-abort': H1(STREAM_CL, 0, WHOLE, 0x0f, CL(JSON)),
+    'upstream-reset-mid-body': H1(0, 0, P16, 0x90, CL(BIG)),
+    'upstream-reset-mid-upload': H1(EARLY | STREAM_CHUNKED, 0x88, P100, 0xa0, R('200 OK', 'Content-Length: 500\r\n', 'partial')),
+    'upstream-reset-on-reuse': H1(SECOND | LATE, 0, WHOLE, 0x80, CL(JSON)),
+    'nothing': H1(0, 0, WHOLE, 0, ''),
+    'nothing-on-reuse': H1(SECOND, 0, WHOLE, 0, CL(JSON) + '~next~'),
+    'truncated-cl': H1(0, 0, P16, 0, R('200 OK', 'Content-Length: 100\r\n', 'short')),
+    'truncated-chunked': H1(0, 0, P5, 0, R('200 OK', 'Transfer-Encoding: chunked\r\n', '10\r\nabc')),
+    'truncated-head': H1(0, 0, P5, 0, 'HTTP/1.1 200 OK\r\nContent-Le'),
+    'switching-protocols': H1(0, 0, WHOLE, 0, R('101 Switching Protocols', 'Upgrade: websocket\r\nConnection: upgrade\r\n')),
+    'bad-status': H1(0, 0, WHOLE, 0, 'HTTP/1.1 2OO OK\r\n\r\n'),
+    'not-http': H1(0, 0, WHOLE, 0, 'SSH-2.0-OpenSSH_9.2\r\n'),
+    'cl-and-te': H1(0, 0, P16, 0, R('200 OK', 'Content-Length: 5\r\nTransfer-Encoding: chunked\r\n', '5\r\nhello\r\n0\r\n\r\n')),
+    'cl-twice': H1(0, 0, P16, 0, R('200 OK', 'Content-Length: 2\r\nContent-Length: 2\r\n', 'hi')),
+    'cl-bad': H1(0, 0, P16, 0, R('200 OK', 'Content-Length: 2x\r\n', 'hi')),
+    'chunk-size-bad': H1(0, 0, P16, 0, R('200 OK', 'Transfer-Encoding: chunked\r\n', 'zz\r\nhello\r\n0\r\n\r\n')),
+    'te-gzip-chunked': H1(0, 0, P16, 0, R('200 OK', 'Transfer-Encoding: gzip, chunked\r\n', '2\r\nhi\r\n0\r\n\r\n')),
+    'bare-lf-head': H1(SECOND, 0, P5, 0, 'HTTP/1.1 200 OK\nContent-Length: 2\n\nhi'),
+    'obs-fold': H1(0, 0, P16, 0, R('200 OK', 'X-A: one\r\n two\r\nContent-Length: 2\r\n', 'hi')),
+    'nul-in-value': H1(0, 0, P16, 0, R('200 OK', 'X-A: a\x00b\r\nContent-Length: 2\r\n', 'hi')),
+    'long-header': H1(0, 0, P700, 0, R('200 OK', 'X-Long: ' + 'v' * 2100 + '\r\nContent-Length: 2\r\n', 'hi')),
+    'many-headers': H1(SECOND, 0, P100, 0, CL('{}', extra=''.join('X-H%d: %d\r\n' % (i, i) for i in range(60)))),
+    'rate-limited': H1(SECOND, 0, P16, 0, CL('{"error":{"type":"rate_limit"}}', '429 Too Many Requests', 'Retry-After: 1\r\n')),
+}
+for name, data in h1.items():
+    write('h1resp', name, data)

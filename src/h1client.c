@@ -1075,8 +1075,12 @@ static void on_poll(uv_poll_t *h, int status, int events)
 
     if (k->dead)
         return;
-    if (status < 0)
-        events = UV_READABLE | UV_WRITABLE; /* the syscalls will tell what went wrong */
+    if (status < 0) {
+        /* libuv stopped the handle (POLLERR): watch() must start it again; the syscalls will
+         * tell what went wrong */
+        k->events = 0;
+        events = UV_READABLE | UV_WRITABLE;
+    }
     if (q == NULL) {
         conn_close(k); /* idle: the upstream closed it, or sent what nobody asked for */
         return;
