@@ -22,10 +22,6 @@ FUZZ_OBJ_config      := $(patsubst src/%.c,$(FUZZ_B)/%.o,$(wildcard src/config.c
 FUZZ_OBJ_usage_fuzz  := $(FUZZ_B)/sse.o $(FUZZ_B)/usage.o $(FUZZ_B)/jsonedit.o
 # h1resp runs the real client on a libuv loop; config.o only for the defaults (config_load).
 FUZZ_OBJ_h1resp      := $(FUZZ_B)/h1client.o $(FUZZ_B)/buf.o $(FUZZ_OBJ_config) $(FUZZ_LLOBJ)
-# Until feed() in h1client.c stops computing "k->spill + k->spill_len + 1" before it checks
-# k->spill != NULL (UBSan: offset applied to a null pointer), which every paused body does: it
-# would hide everything behind it (README, findings).
-$(FUZZ_B)/h1client.o: FUZZ_CFLAGS += -fno-sanitize=pointer-overflow
 FUZZ_OBJ     := $(sort $(foreach t,$(FUZZ_TARGETS),$(FUZZ_OBJ_$(t))))
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 

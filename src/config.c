@@ -69,7 +69,7 @@ static const struct opt opts[] = {
     {"buffer-size", 0, OPT_SIZE, OFF(buffer_size), W(buffer_size),
      "buffered bytes per direction per request (default 64k)"},
     {"read-buffer-size", 0, OPT_SIZE, OFF(read_buffer_size), W(read_buffer_size),
-     "bytes read from the upstream at a time, per request (default 8k, 1k..512k)"},
+     "bytes read from the upstream at a time, one buffer per worker (default 8k, 1k..512k)"},
     {"upstream-client", 0, OPT_STR, OFF(upstream_client), W(upstream_client),
      "ferry: the built-in HTTP/1.1 client, libcurl only behind an egress proxy (default); "
      "curl: libcurl for every upstream call"},

@@ -38,6 +38,8 @@
 #define H1C_DNS_TTL 60000      /* ms a resolved address list is reused */
 #define H1C_UPLOAD_BUF 16384   /* streamed request body bytes per write */
 #define H1C_CHUNK_HDR 18       /* room for "%zx\r\n" before the data */
+#define H1C_MAX_ORIGINS 64     /* past it, origins nothing uses are freed (redirect targets) */
+#define H1C_PEEK_AFTER 1000    /* ms idle after which a connection is checked before reuse */
 
 struct h1c_origin {
     struct h1c_origin *next;
@@ -56,6 +58,7 @@ struct h1c_origin {
     uint64_t addrs_until;      /* uv_now() past which addrs are resolved again */
     struct h1c_conn *idle;     /* most recently used first */
     size_t nidle;
+    size_t nconns, refs;       /* connections (any state) and requests using it */
 };
 
 enum kstate { K_RESOLVE, K_CONNECT, K_HANDSHAKE, K_READY };
@@ -71,9 +74,12 @@ struct h1c_conn {
     int poll_open, timer_open; /* libuv handles initialised and not yet closed */
     int events;                /* what poll watches now */
     int ssl_want_write;        /* SSL_read needs the socket writable */
+    int ssl_write_wants_read;  /* SSL_write needs the socket readable */
     int dead;                  /* closing: no more work */
     int reused;                /* it carried a request before this one */
+    uint64_t idle_since;       /* uv_now() when it went idle */
     int addr;                  /* index of the address being tried */
+    int first, tried;          /* where the attempts started; how many failed so far */
     int conn_err;              /* connect() failed at once with this errno */
     uint64_t deadline;         /* uv_now() by which the connection must be ready */
     uv_getaddrinfo_t *gai;     /* resolution in flight */
@@ -98,7 +104,7 @@ struct h1c_req {
     struct buf line;           /* the header line being assembled */
     int head_done, complete, keepalive, got_byte, retried;
     int no_reuse;              /* the upstream stopped reading the request: close after */
-    int doomed;                /* failed inside h1c_start: ended from the kick timer */
+    int doomed;                /* failed inside h1c_start: ended from the kick (next turn) */
     const char *stash;         /* body bytes on_data refused (paused): first in the spill */
     size_t stash_len;
     CURLcode fail;
@@ -240,6 +246,15 @@ static SSL_CTX *make_ctx(const char *ca_file)
     return ctx;
 }
 
+static void origin_free(struct h1c_origin *o)
+{
+    if (o->session != NULL)
+        SSL_SESSION_free(o->session);
+    if (o->ctx != NULL)
+        SSL_CTX_free(o->ctx);
+    free(o);
+}
+
 static struct h1c_origin *origin_get(struct h1c *c, int tls, const char *host, int port,
                                      const char *ca_file)
 {
@@ -254,6 +269,18 @@ static struct h1c_origin *origin_get(struct h1c *c, int tls, const char *host, i
             return o;
     if (strlen(ca_file) >= sizeof(o->ca_file))
         return NULL;
+    if (c->norigins >= H1C_MAX_ORIGINS) { /* free the ones nothing uses */
+        struct h1c_origin **pp = &c->origins;
+        while ((o = *pp) != NULL) {
+            if (o->refs == 0 && o->nconns == 0) {
+                *pp = o->next;
+                origin_free(o);
+                c->norigins--;
+            } else {
+                pp = &o->next;
+            }
+        }
+    }
     o = calloc(1, sizeof(*o));
     if (o == NULL)
         return NULL;
@@ -273,17 +300,10 @@ static struct h1c_origin *origin_get(struct h1c *c, int tls, const char *host, i
     }
     o->next = c->origins;
     c->origins = o;
+    c->norigins++;
     return o;
 }
 
-static void origin_free(struct h1c_origin *o)
-{
-    if (o->session != NULL)
-        SSL_SESSION_free(o->session);
-    if (o->ctx != NULL)
-        SSL_CTX_free(o->ctx);
-    free(o);
-}
 
 /* ---- connections ---- */
 
@@ -326,6 +346,7 @@ static void conn_close(struct h1c_conn *k)
         return;
     k->dead = 1;
     idle_unlink(k);
+    k->o->nconns--; /* from here on k never touches its origin */
     if (k->q != NULL)
         k->q->k = NULL;
     k->q = NULL;
@@ -387,6 +408,8 @@ static void pending_remove(struct h1c_req *q)
 static void req_free(struct h1c_req *q)
 {
     pending_remove(q);
+    if (q->o != NULL)
+        q->o->refs--;
     free(q->out);
     free(q->ubuf);
     buf_free(&q->line);
@@ -406,6 +429,7 @@ static void conn_park(struct h1c_conn *k)
 
     k->q = NULL;
     k->reused = 1;
+    k->idle_since = now(o->c);
     free(k->spill);
     k->spill = NULL;
     k->spill_len = k->spill_off = 0;
@@ -443,7 +467,7 @@ static void req_end(struct h1c_req *q, CURLcode rc)
         k->q = NULL;
         q->k = NULL;
         if (rc == CURLE_OK && q->complete && q->keepalive && q->sent_all && !q->no_reuse &&
-            k->spill_len == 0)
+            k->spill_len == 0 && (k->ssl == NULL || !SSL_has_pending(k->ssl)))
             conn_park(k);
         else
             conn_close(k);
@@ -522,19 +546,42 @@ static int status_start(struct h1c_req *q, const llhttp_t *p)
     return buf_add(&q->line, sl, 13, SIZE_MAX);
 }
 
+/* Appends head bytes within max-response-header-bytes. */
+static int head_add(struct h1c_req *q, const char *at, size_t n)
+{
+    if (buf_add(&q->line, at, n, q->c->cfg->max_response_header_bytes) == 0)
+        return 0;
+    set_error(q, CURLE_WEIRD_SERVER_REPLY, "upstream response head too large (over %zu bytes)",
+              q->c->cfg->max_response_header_bytes);
+    return -1;
+}
+
 static int on_status(llhttp_t *p, const char *at, size_t n)
 {
     struct h1c_req *q = p->data;
 
     if (q->line.len == 0 && status_start(q, p) != 0)
         return -1;
-    return buf_add(&q->line, at, n, q->c->cfg->max_response_header_bytes) == 0 ? 0 : -1;
+    for (size_t i = 0; i < n; i++) { /* llhttp takes any byte but CR and LF here */
+        unsigned char ch = (unsigned char)at[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            set_error(q, CURLE_WEIRD_SERVER_REPLY, "malformed upstream response: a control "
+                                                   "byte in the reason phrase");
+            return -1;
+        }
+    }
+    return head_add(q, at, n);
 }
 
 static int on_status_complete(llhttp_t *p)
 {
     struct h1c_req *q = p->data;
 
+    if (p->status_code < 100) {
+        set_error(q, CURLE_WEIRD_SERVER_REPLY, "malformed upstream response: status %03d",
+                  p->status_code);
+        return -1;
+    }
     if (q->line.len == 0 && status_start(q, p) != 0) /* no reason phrase */
         return -1;
     if (buf_add(&q->line, "\r\n", 2, SIZE_MAX) != 0 || emit_line(q, q->line.data, q->line.len))
@@ -545,19 +592,37 @@ static int on_status_complete(llhttp_t *p)
 
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
-    struct h1c_req *q = p->data;
-    return buf_add(&q->line, at, n, q->c->cfg->max_response_header_bytes) == 0 ? 0 : -1;
+    return head_add(p->data, at, n);
 }
 
+/* llhttp 8.1 lets a space inside or before the colon through (and an empty name): a proxy must
+ * remove whitespace before the colon (RFC 9112 section 5.1); anything else that is not a token
+ * is refused, so that no filter downstream can be fooled by "Name :". */
 static int on_header_field_complete(llhttp_t *p)
 {
     struct h1c_req *q = p->data;
+
+    while (q->line.len > 0 && (q->line.data[q->line.len - 1] == ' ' ||
+                               q->line.data[q->line.len - 1] == '\t'))
+        q->line.len--;
+    for (size_t i = 0; i < q->line.len; i++) {
+        unsigned char ch = (unsigned char)q->line.data[i];
+        if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch) != NULL) {
+            q->line.len = 0;
+            break;
+        }
+    }
+    if (q->line.len == 0) {
+        set_error(q, CURLE_WEIRD_SERVER_REPLY, "malformed upstream response: a field name "
+                                               "that is not a token");
+        return -1;
+    }
     return buf_add(&q->line, ": ", 2, SIZE_MAX) == 0 ? 0 : -1;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
-    return on_header_field(p, at, n);
+    return head_add(p->data, at, n);
 }
 
 static int on_header_value_complete(llhttp_t *p)
@@ -583,8 +648,12 @@ static int on_headers_complete(llhttp_t *p)
     }
     if (p->status_code >= 200)
         q->head_done = 1;
-    /* HEAD: the answer's framing fields describe a body that is not sent. */
-    return q->opt.no_response_body && p->status_code >= 200 ? 1 : 0;
+    /* 1xx, 204, 304, and any answer to HEAD: framing fields describe a body that is not sent
+     * (llhttp 8.1 leaves these to the caller). */
+    return p->status_code < 200 || q->opt.no_response_body || p->status_code == 204 ||
+                   p->status_code == 304
+               ? 1
+               : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
@@ -639,7 +708,7 @@ static int feed(struct h1c_conn *k, const char *data, size_t n)
         /* paused by on_data: keep the refused span and what follows it */
         {
             size_t keep = (size_t)(data + n - q->stash);
-            if (data >= k->spill && data < k->spill + k->spill_len + 1 && k->spill != NULL) {
+            if (k->spill != NULL && data >= k->spill && data <= k->spill + k->spill_len) {
                 memmove(k->spill, q->stash, keep);
             } else {
                 char *s = malloc(keep ? keep : 1);
@@ -709,11 +778,14 @@ static ssize_t io_write(struct h1c_conn *k, const char *p, size_t n)
         return r >= 0 ? r : errno == EWOULDBLOCK ? -EAGAIN : -errno;
     }
     ERR_clear_error();
+    k->ssl_write_wants_read = 0;
     r = SSL_write(k->ssl, p, (int)(n > 1 << 30 ? 1 << 30 : n));
     if (r > 0)
         return r;
     switch (SSL_get_error(k->ssl, (int)r)) {
     case SSL_ERROR_WANT_READ:
+        k->ssl_write_wants_read = 1;
+        return -EAGAIN;
     case SSL_ERROR_WANT_WRITE:
         return -EAGAIN;
     case SSL_ERROR_SYSCALL:
@@ -736,7 +808,7 @@ static void rewatch(struct h1c_conn *k)
     if (!q->recv_paused && !q->complete)
         ev |= UV_READABLE;
     if (!q->sent_all && !q->send_paused)
-        ev |= UV_WRITABLE;
+        ev |= k->ssl_write_wants_read ? UV_READABLE : UV_WRITABLE;
     if (k->ssl_want_write)
         ev |= UV_WRITABLE;
     watch(k, ev);
@@ -828,23 +900,19 @@ static int do_write(struct h1c_conn *k, int may_read)
             rc = next_upload(q);
             if (rc < 0)
                 return -1;
-            if (rc == 0)
-                continue; /* paused (the loop ends), or the end: sent_all next turn */
-            continue;
+            if (q->send_paused)
+                break; /* on_read is asked again after h1c_resume_send */
+            continue; /* bytes to write, or the end (sent_all on the next pass) */
         }
         w = io_write(k, p, n);
         if (w == -EAGAIN)
             break;
         if (w < 0) {
-            if (q->head_done) {
-                /* the answer came and the upstream stopped reading: let it finish */
-                q->sent_all = 1;
-                q->no_reuse = 1;
-                break;
-            }
-            set_error(q, CURLE_SEND_ERROR, "sending the request upstream failed: %s",
-                      w == -EPROTO ? "TLS error" : strerror((int)-w));
-            return -1;
+            /* The upstream stopped reading: its answer (an early 413 or 401) may be waiting;
+             * the read side decides whether this ends in that answer or in an error. */
+            q->sent_all = 1;
+            q->no_reuse = 1;
+            break;
         }
         if (q->out_off < q->out_len) {
             q->out_off += (size_t)w;
@@ -902,14 +970,16 @@ static void do_read(struct h1c_conn *k)
 {
     struct h1c_req *q = k->q;
     struct h1c *c = q->c;
-    int rc = 0;
+    int rc = 0, drained = 0;
 
     if (k->spill != NULL)
         rc = drain_spill(k);
     for (int i = 0; i < 16 && rc == 0 && !q->recv_paused; i++) {
         ssize_t n = io_read(k, c->scratch, c->scratch_cap);
-        if (n == -EAGAIN)
+        if (n == -EAGAIN) {
+            drained = 1; /* with TLS, at most part of a record waits in OpenSSL: poll will say */
             break;
+        }
         if (n == 0) {
             llhttp_finish(&q->p); /* ends a body delimited by the close */
             if (q->complete) {
@@ -946,7 +1016,7 @@ static void do_read(struct h1c_conn *k)
         req_fail(q);
         return;
     }
-    if (rc == 0 && !q->recv_paused && k->ssl != NULL && SSL_has_pending(k->ssl))
+    if (rc == 0 && !drained && !q->recv_paused && k->ssl != NULL && SSL_has_pending(k->ssl))
         pending_add(q); /* decrypted bytes wait inside OpenSSL: epoll will not say so */
     rewatch(k);
 }
@@ -1030,6 +1100,39 @@ static int tls_begin(struct h1c_conn *k)
 static void on_addr_closed(uv_handle_t *h);
 static void on_connect_timer(uv_timer_t *t);
 
+/* Arms k's timer with what is left of connect-timeout, or (slice) with the share of it the
+ * current address gets, so that a black-holed first address leaves time for the others.
+ * connect-timeout 0: no deadline but the system's. */
+static void arm_connect(struct h1c_conn *k, int slice)
+{
+    struct h1c_origin *o = k->o;
+    uint64_t t = now(o->c), left = k->deadline > t ? k->deadline - t : 0;
+    int rest = o->naddrs - k->tried;
+
+    if (o->c->cfg->connect_timeout == 0)
+        return;
+    if (slice && rest > 1)
+        left /= (uint64_t)rest;
+    uv_timer_start(&k->timer, on_connect_timer, left, 0);
+}
+
+/* The current address failed (or took its share of the time): the next one, on a new socket
+ * and a new poll handle, if any is left. Returns 1 when it moved on. */
+static int next_addr(struct h1c_conn *k)
+{
+    struct h1c_origin *o = k->o;
+
+    if (k->tried + 1 >= o->naddrs)
+        return 0;
+    k->tried++;
+    k->addr = (k->first + k->tried) % o->naddrs;
+    o->good = k->addr; /* the next connection starts there too */
+    uv_timer_stop(&k->timer);
+    watch(k, 0);
+    uv_close((uv_handle_t *)&k->poll, on_addr_closed); /* closes fd; then try_connect */
+    return 1;
+}
+
 /* The connect attempt ended (SO_ERROR, or an error connect() gave at once). */
 static void connected(struct h1c_conn *k)
 {
@@ -1042,21 +1145,15 @@ static void connected(struct h1c_conn *k)
     if (err == 0 && getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
         err = errno;
     if (err != 0) {
-        if (k->addr + 1 < o->naddrs) {
-            /* the next address, on a new socket and a new poll handle */
-            uint64_t t = now(o->c);
-            k->addr++;
-            watch(k, 0);
-            uv_close((uv_handle_t *)&k->poll, on_addr_closed);
-            uv_timer_start(&k->timer, on_connect_timer, k->deadline > t ? k->deadline - t : 0, 0);
+        if (next_addr(k))
             return;
-        }
         set_error(q, CURLE_COULDNT_CONNECT, "connecting to %s port %d failed: %s", o->host,
                   o->port, strerror(err));
         req_end(q, CURLE_COULDNT_CONNECT);
         return;
     }
     o->good = k->addr;
+    arm_connect(k, 0); /* the TLS handshake has what is left of connect-timeout */
     if (o->tls) {
         if (tls_begin(k) != 0) {
             set_error(q, CURLE_SSL_CONNECT_ERROR, "TLS setup for %s failed", o->host);
@@ -1097,7 +1194,8 @@ static void on_poll(uv_poll_t *h, int status, int events)
         tls_step(k);
         return;
     case K_READY:
-        if ((events & UV_WRITABLE) && !q->sent_all && !q->send_paused && do_write(k, 1) != 0) {
+        if ((events & (k->ssl_write_wants_read ? UV_READABLE : UV_WRITABLE)) && !q->sent_all &&
+            !q->send_paused && do_write(k, 1) != 0) {
             req_fail(q);
             return;
         }
@@ -1124,6 +1222,8 @@ static void on_connect_timer(uv_timer_t *t)
         connected(k);
         return;
     }
+    if (k->st == K_CONNECT && now(q->c) < k->deadline && next_addr(k))
+        return;
     set_error(q, CURLE_OPERATION_TIMEDOUT, "connecting to %s port %d timed out after %llu ms",
               k->o->host, k->o->port, (unsigned long long)q->c->cfg->connect_timeout);
     req_end(q, CURLE_OPERATION_TIMEDOUT);
@@ -1162,6 +1262,7 @@ static int try_connect(struct h1c_conn *k)
     while (rc < 0 && errno == EINTR);
     if (rc == 0 || errno == EINPROGRESS) {
         watch(k, UV_WRITABLE); /* connected() reads SO_ERROR */
+        arm_connect(k, 1);
     } else {
         k->conn_err = errno; /* seen from the next loop turn, never on the caller's stack */
         uv_timer_start(&k->timer, on_connect_timer, 0, 0);
@@ -1213,7 +1314,7 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *res)
         return;
     }
     o->addrs_until = now(o->c) + H1C_DNS_TTL;
-    k->addr = 0;
+    k->addr = k->first = k->tried = 0;
     if (try_connect(k) != 0)
         req_end(k->q, CURLE_COULDNT_CONNECT);
 }
@@ -1237,16 +1338,36 @@ static void literal_addr(struct h1c_origin *o)
     o->good = 0;
 }
 
+/* An idle connection the upstream has neither closed nor written to. */
+static int conn_alive(struct h1c_conn *k)
+{
+    char b;
+    ssize_t r;
+
+    if (k->ssl != NULL && SSL_has_pending(k->ssl))
+        return 0;
+    r = recv(k->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 /* Puts q on a connection: its origin's most recently used idle one (unless fresh), or a new
  * one. Never calls q's callbacks. Returns 0, or -1 when q failed (its error set). */
 static int start_conn(struct h1c_req *q, int fresh)
 {
     struct h1c_origin *o = q->o;
     struct h1c *c = o->c;
-    struct h1c_conn *k = fresh ? NULL : o->idle;
+    struct h1c_conn *k;
 
-    if (k != NULL) {
+    while (!fresh && (k = o->idle) != NULL) {
         idle_unlink(k);
+        /* A body that cannot be sent twice, or a connection the upstream may have timed out:
+         * make sure it is still open (the retry covers the rest). */
+        if (((q->opt.has_body && q->opt.body == NULL) ||
+             now(c) - k->idle_since >= H1C_PEEK_AFTER) &&
+            !conn_alive(k)) {
+            conn_close(k);
+            continue;
+        }
         uv_timer_stop(&k->timer);
         k->q = q;
         q->k = k;
@@ -1259,17 +1380,19 @@ static int start_conn(struct h1c_req *q, int fresh)
     }
     k->fd = -1;
     k->o = o;
+    o->nconns++;
     k->q = q;
     q->k = k;
     uv_timer_init(c->loop, &k->timer);
     k->timer.data = k;
     k->timer_open = 1;
     k->deadline = now(c) + c->cfg->connect_timeout;
-    uv_timer_start(&k->timer, on_connect_timer, c->cfg->connect_timeout, 0);
+    arm_connect(k, 0); /* resolution, then each address, then the TLS handshake */
     if (o->host_is_ip && o->naddrs == 0)
         literal_addr(o);
     if (o->naddrs > 0 && (o->host_is_ip || now(c) < o->addrs_until)) {
-        k->addr = o->good < o->naddrs ? o->good : 0;
+        k->addr = k->first = o->good < o->naddrs ? o->good : 0;
+        k->tried = 0;
         return try_connect(k);
     }
     {
@@ -1320,7 +1443,7 @@ static int build_head(struct h1c_req *q, const char *path)
     len = 0;
     PUT(o->method, strlen(o->method));
     PUT(" /", *path == '/' ? 1 : 2);
-    PUT(path, strlen(path));
+    PUT(path, strcspn(path, "#")); /* a fragment (from a redirect) is not sent */
     PUT(" HTTP/1.1\r\nHost: ", 17);
     PUT(q->o->hostport, strlen(q->o->hostport));
     PUT("\r\n", 2);
@@ -1367,11 +1490,15 @@ static int build_head(struct h1c_req *q, const char *path)
 
 /* ---- the public side ---- */
 
-static void on_kick(uv_timer_t *t)
+static void on_kick(uv_idle_t *t)
 {
     struct h1c *c = t->data;
     size_t n = 0;
 
+    if (c->pending == NULL) {
+        uv_idle_stop(t);
+        return;
+    }
     for (struct h1c_req *q = c->pending; q != NULL; q = q->pnext)
         n++;
     while (n-- > 0 && c->pending != NULL) { /* what is added meanwhile waits for the next turn */
@@ -1400,7 +1527,7 @@ static void pending_add(struct h1c_req *q)
             c->pending = q;
         c->pending_tail = q;
     }
-    uv_timer_start(&c->kick, on_kick, 0, 0);
+    uv_idle_start(&c->kick, on_kick); /* an idle handle: the loop still polls between turns */
 }
 
 struct h1c_req *h1c_start(struct h1c *c, const struct h1c_opts *o)
@@ -1420,6 +1547,8 @@ struct h1c_req *h1c_start(struct h1c *c, const struct h1c_opts *o)
     if (q->opt.errbuf != NULL)
         q->opt.errbuf[0] = '\0';
     q->o = origin_get(c, tls, host, port, o->ca_file);
+    if (q->o != NULL)
+        q->o->refs++;
     if (q->o == NULL || build_head(q, path) != 0) {
         req_free(q);
         return NULL;
@@ -1485,7 +1614,7 @@ int h1c_init(struct h1c *c, uv_loop_t *loop, const struct config *cfg)
     c->scratch = malloc(c->scratch_cap);
     if (c->scratch == NULL)
         return -1;
-    uv_timer_init(loop, &c->kick);
+    uv_idle_init(loop, &c->kick);
     c->kick.data = c;
     return 0;
 }
@@ -1504,7 +1633,7 @@ void h1c_close(struct h1c *c)
         origin_free(o);
     }
     c->origins = NULL;
-    uv_timer_stop(&c->kick);
+    uv_idle_stop(&c->kick);
     uv_close((uv_handle_t *)&c->kick, NULL);
     free(c->scratch);
     c->scratch = NULL;

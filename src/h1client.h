@@ -49,9 +49,10 @@ struct h1c {
     uv_loop_t *loop;
     const struct config *cfg;
     struct h1c_origin *origins;
+    size_t norigins;
     char *scratch;              /* the worker's read buffer: every read lands here first */
     size_t scratch_cap;
-    uv_timer_t kick;            /* resumes paused requests outside the caller's stack */
+    uv_idle_t kick;             /* next loop turn: resumes paused requests, ends doomed ones */
     struct h1c_req *pending, *pending_tail; /* requests to resume or to fail (doubly linked) */
     int closed;
 };
