@@ -1032,9 +1032,14 @@ static void maybe_free(struct h1c_conn *k)
 /* k can carry its request. Returns 0, or -1 when the request failed (its error set). */
 static int conn_ready(struct h1c_conn *k, int may_read)
 {
+    struct h1c_req *q = k->q;
+
     k->st = K_READY;
     uv_timer_stop(&k->timer);
-    if (do_write(k, may_read) != 0)
+    /* On h1c_start's stack a request with a streamed body waits for the next turn: the caller
+     * may still be reading that body from the same buffer and refuse it (a bad chunk), and then
+     * not even the head must have gone upstream. */
+    if ((may_read || !q->opt.has_body || q->opt.body != NULL) && do_write(k, may_read) != 0)
         return -1;
     rewatch(k);
     return 0;

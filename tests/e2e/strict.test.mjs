@@ -189,9 +189,11 @@ describe('limits', () => {
   });
   test('--max-chunk-ext 64: a 100-byte extension → 400, a 20-byte one → relayed', T, async () => {
     const b = 'hello';
-    await expectRejected(`POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;${'x'.repeat(100)}\r\n${b}\r\n0\r\n\r\n`, { port: small.port });
+    // The accepted one first: ferry then holds an idle upstream connection, and the refused one
+    // (head and bad chunk in one read) must still not put a single byte on it.
     const r = await expectOk(`POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;${'x'.repeat(20)}\r\n${b}\r\n0\r\n\r\n`, { port: small.port });
     assert.equal(JSON.parse(r.text).sha256, sha256(b));
+    await expectRejected(`POST /v1/files HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;${'x'.repeat(100)}\r\n${b}\r\n0\r\n\r\n`, { port: small.port });
   });
 });
 
