@@ -440,6 +440,9 @@ ${tls ? `            proxy_ssl_verify on;
             proxy_ssl_trusted_certificate ${path.join(TMP, 'ca.pem')};
             proxy_ssl_name localhost;
             proxy_ssl_session_reuse on;
+            # 1.22's default is TLSv1 TLSv1.1 TLSv1.2: ferry and the seed speak TLS 1.3 (a resumed
+            # 1.3 handshake still does an ECDHE exchange, a resumed 1.2 one does none)
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
 ` : ''}        }
     }
 }

@@ -56,7 +56,7 @@ struct h1c_origin {
     int naddrs;
     int good;                  /* the address that connected last */
     uint64_t addrs_until;      /* uv_now() past which addrs are resolved again */
-    struct h1c_conn *idle;     /* most recently used first */
+    struct h1c_conn *idle, *idle_tail; /* most recently used first */
     size_t nidle;
     size_t nconns, refs;       /* connections (any state) and requests using it */
 };
@@ -335,6 +335,8 @@ static void idle_unlink(struct h1c_conn *k)
         return; /* not on the list */
     if (k->next != NULL)
         k->next->prev = k->prev;
+    else
+        o->idle_tail = k->prev;
     k->next = k->prev = NULL;
     o->nidle--;
 }
@@ -354,6 +356,11 @@ static void conn_close(struct h1c_conn *k)
     k->spill = NULL;
     if (k->ssl != NULL) {
         SSL_set_app_data(k->ssl, NULL);
+        /* Marks the connection as shut down (quietly: no close_notify on a socket about to
+         * close), so that SSL_free keeps its session resumable: without it OpenSSL flags the
+         * session not resumable and the next connections of the origin pay full handshakes. */
+        SSL_set_quiet_shutdown(k->ssl, 1);
+        SSL_shutdown(k->ssl);
         SSL_free(k->ssl);
         k->ssl = NULL;
     }
@@ -437,16 +444,14 @@ static void conn_park(struct h1c_conn *k)
         conn_close(k);
         return;
     }
-    while (o->nidle >= cfg->upstream_keepalive) { /* the least recently used goes */
-        struct h1c_conn *last = o->idle;
-        while (last->next != NULL)
-            last = last->next;
-        conn_close(last);
-    }
+    while (o->nidle >= cfg->upstream_keepalive) /* the least recently used goes */
+        conn_close(o->idle_tail);
     k->prev = NULL;
     k->next = o->idle;
     if (o->idle != NULL)
         o->idle->prev = k;
+    else
+        o->idle_tail = k;
     o->idle = k;
     o->nidle++;
     watch(k, UV_READABLE);
