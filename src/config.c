@@ -74,7 +74,7 @@ static const struct opt opts[] = {
      "ferry: the built-in HTTP/1.1 client, libcurl only behind an egress proxy (default); "
      "curl: libcurl for every upstream call"},
     {"upstream-keepalive", 0, OPT_SIZE, OFF(upstream_keepalive), W(upstream_keepalive),
-     "idle upstream connections kept per upstream, per worker thread (default 256, 0 = none)"},
+     "idle upstream connections kept per upstream, per worker thread (default 1024, 0 = none)"},
     {"upstream-keepalive-timeout", 0, OPT_DURATION, OFF(upstream_keepalive_timeout), 0,
      "how long an idle upstream connection is kept (default 60s)"},
     {"max-response-header-bytes", 0, OPT_SIZE, OFF(max_response_header_bytes),
@@ -127,7 +127,7 @@ static void config_defaults(struct config *cfg)
     cfg->max_response_header_bytes = 65536;
     cfg->read_buffer_size = 8192;
     snprintf(cfg->upstream_client, sizeof(cfg->upstream_client), "ferry");
-    cfg->upstream_keepalive = 256;
+    cfg->upstream_keepalive = 1024;
     cfg->upstream_keepalive_timeout = 60000;
     cfg->max_redirects = 5;
     cfg->max_retries = 2;
