@@ -359,9 +359,12 @@ static void conn_close(struct h1c_conn *k)
         /* Marks the connection as shut down (quietly: no close_notify on a socket about to
          * close), so that SSL_free keeps its session resumable: without it OpenSSL flags the
          * session not resumable and the next connections of the origin pay full handshakes. */
-        SSL_set_quiet_shutdown(k->ssl, 1);
-        SSL_shutdown(k->ssl);
+        if (!SSL_in_init(k->ssl)) {
+            SSL_set_quiet_shutdown(k->ssl, 1);
+            SSL_shutdown(k->ssl);
+        }
         SSL_free(k->ssl);
+        ERR_clear_error();
         k->ssl = NULL;
     }
     if (k->gai != NULL)

@@ -2,6 +2,7 @@
 // that sets its own CORS headers (ferry's `*` is set, not duplicated), a chunked non-SSE body and a
 // close-delimited body (both streamed, X-Accel-Buffering: no, re-framed correctly), response headers named
 // in Connection, repeated Set-Cookie, and an upstream that answers garbage or nothing (502, never a drop).
+// Every case runs twice: through ferry's own upstream client and through libcurl (--upstream-client curl).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { startFerry, rawExchange, RawConn, assertCors, assertErrorJson, sleep, T } from './lib.mjs';
 
 let upstream = null;
-let ferry = null;
+const ferries = {};
 const sockets = new Set();
 
 /** Canned answers, chosen by the request path. Each gets the socket and writes what it wants. */
@@ -35,6 +36,11 @@ const ROUTES = {
   '/garbage': (s) => s.end('this is not HTTP\r\n\r\n'),
   '/nothing': (s) => s.end(),
   '/half-head': (s) => s.end('HTTP/1.1 200 OK\r\nContent-Type: text/pl'),
+  // framing fields on an answer that has no body (RFC 9110 8.6); the upstream keeps the socket
+  // open, so a relay that waited for those 5 bytes would hang
+  '/304': (s) => s.write('HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 5\r\nConnection: close\r\n\r\n'),
+  '/103': (s) => s.end('HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n' +
+    'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok'),
 };
 
 before(async () => {
@@ -56,21 +62,24 @@ before(async () => {
     });
   });
   await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
-  ferry = await startFerry({ upstream: `http://127.0.0.1:${upstream.address().port}` });
+  const up = `http://127.0.0.1:${upstream.address().port}`;
+  ferries.ferry = await startFerry({ upstream: up });
+  ferries.curl = await startFerry({ upstream: up, args: ['--upstream-client', 'curl'] });
 }, { timeout: 30000 });
 
 after(async () => {
   try {
-    if (ferry) await ferry.stop(); // throws on a sanitizer report (FERRY_ASAN=1)
+    for (const f of Object.values(ferries)) await f.stop(); // throws on a sanitizer report (FERRY_ASAN=1)
   } finally {
     for (const s of sockets) s.destroy();
     if (upstream) await new Promise((r) => upstream.close(r));
   }
 }, { timeout: 20000 });
 
-const get = (path) => rawExchange(ferry.port, `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`, { count: 1, timeout: 8000 });
+for (const client of ['ferry', 'curl']) {
+const get = (path) => rawExchange(ferries[client].port, `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`, { count: 1, timeout: 8000 });
 
-test('an upstream\'s own Access-Control-Allow-Origin is replaced by "*", not duplicated', T, async () => {
+test(`[${client}] an upstream's own Access-Control-Allow-Origin is replaced by "*", not duplicated`, T, async () => {
   const w = await get('/acao');
   const r = w.responses[0];
   assert.equal(r?.status, 200, w.text.slice(0, 300));
@@ -78,8 +87,8 @@ test('an upstream\'s own Access-Control-Allow-Origin is replaced by "*", not dup
   assert.equal(r.text, '{}');
 });
 
-test('a chunked (non-SSE) body streams piece by piece, with X-Accel-Buffering: no', T, async () => {
-  const c = new RawConn(ferry.port);
+test(`[${client}] a chunked (non-SSE) body streams piece by piece, with X-Accel-Buffering: no`, T, async () => {
+  const c = new RawConn(ferries[client].port);
   try {
     await c.connected;
     const seen = [];
@@ -99,7 +108,7 @@ test('a chunked (non-SSE) body streams piece by piece, with X-Accel-Buffering: n
   }
 });
 
-test('a close-delimited body reaches the client whole and properly framed', T, async () => {
+test(`[${client}] a close-delimited body reaches the client whole and properly framed`, T, async () => {
   const w = await get('/close-delimited');
   const r = w.responses[0];
   assert.ok(r, `a complete response: ${JSON.stringify(w.text.slice(0, 300))}`);
@@ -109,7 +118,7 @@ test('a close-delimited body reaches the client whole and properly framed', T, a
   assert.deepEqual(r.getAll('x-accel-buffering'), ['no']);
 });
 
-test('response: headers named in Connection and Keep-Alive are removed; Set-Cookie repeats are kept', T, async () => {
+test(`[${client}] response: headers named in Connection and Keep-Alive are removed; Set-Cookie repeats are kept`, T, async () => {
   const r = (await get('/hop')).responses[0];
   assert.equal(r?.status, 200);
   assert.equal(r.get('x-hop-secret'), undefined, 'a header the upstream named in Connection is hop-by-hop');
@@ -119,7 +128,7 @@ test('response: headers named in Connection and Keep-Alive are removed; Set-Cook
 });
 
 for (const [path, what] of [['/garbage', 'a non-HTTP answer'], ['/nothing', 'a close without an answer'], ['/half-head', 'half a head']]) {
-  test(`${what} from the upstream → 502 JSON (never a dropped connection)`, T, async () => {
+  test(`[${client}] ${what} from the upstream → 502 JSON (never a dropped connection)`, T, async () => {
     const w = await get(path);
     const r = w.responses[0];
     assert.ok(r, `a response, not a drop: ${JSON.stringify(w.text.slice(0, 300))} (closed=${w.closed})`);
@@ -129,3 +138,14 @@ for (const [path, what] of [['/garbage', 'a non-HTTP answer'], ['/nothing', 'a c
   });
 }
 
+test(`[${client}] a 304 whose head announces a body is complete at its head; a 103 before the answer is not relayed`, T, async () => {
+  const w = await get('/304');
+  const r = w.responses[0];
+  assert.equal(r?.status, 304, JSON.stringify(w.text.slice(0, 300)));
+  assert.equal(r.text, '');
+  const w2 = await get('/103');
+  assert.equal(w2.responses[0]?.status, 200, JSON.stringify(w2.text.slice(0, 300)));
+  assert.equal(w2.responses[0].text, 'ok');
+  assert.ok(!w2.text.includes('103'), 'the interim answer stays between ferry and the upstream');
+});
+}
