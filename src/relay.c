@@ -42,6 +42,7 @@ struct relay {
     const struct key_entry *client_key; /* valid while ring is held */
     int attempts;              /* transfers started after the first (pool retries) */
     struct curl_slist *sent;   /* hdrs + the pool key, as given to libcurl */
+    struct fblock *fields;     /* where hdrs and sent live (see falloc) */
     int holding;               /* an error answer held back until judged (pool upstreams) */
     int tracked;               /* the path carries usage (chat, embeddings, responses, ...) */
     enum usage_kind kind;
@@ -143,57 +144,126 @@ static int is_body_field(const char *line)
            line_name_is(line, "content-language") || line_name_is(line, "content-location");
 }
 
-static struct curl_slist *append(struct curl_slist *l, const char *s, int *ok)
+/* Request fields are curl_slist nodes (what libcurl's CURLOPT_HTTPHEADER reads and never
+ * frees) allocated, with their strings, from one arena per relay: no allocation per field, and a
+ * filtered copy of a list shares the strings of the one it came from. Freed (and wiped: a pool
+ * key is among them) with the relay. */
+struct fblock {
+    struct fblock *next;
+    size_t used, cap;
+    char data[];
+};
+
+static void *falloc(struct relay *r, size_t n)
 {
-    struct curl_slist *n = curl_slist_append(l, s);
-    if (n == NULL)
-        *ok = 0;
-    return n ? n : l;
+    struct fblock *b = r->fields;
+    void *p;
+
+    n = (n + 7) & ~(size_t)7;
+    if (b == NULL || b->cap - b->used < n) {
+        size_t cap = n > 2048 ? n : 2048;
+        b = malloc(sizeof(*b) + cap);
+        if (b == NULL)
+            return NULL;
+        b->next = r->fields;
+        b->used = 0;
+        b->cap = cap;
+        r->fields = b;
+    }
+    p = b->data + b->used;
+    b->used += n;
+    return p;
 }
 
-static struct curl_slist *request_fields(const struct relay_req *rq, const char *drop, int *ok)
+static void fields_free(struct relay *r)
 {
-    struct curl_slist *l = NULL;
+    while (r->fields != NULL) {
+        struct fblock *b = r->fields;
+        r->fields = b->next;
+        explicit_bzero(b->data, b->used);
+        free(b);
+    }
+}
+
+/* Appends a node for s, which lives as long as the relay (a string of the arena, a literal). */
+static struct curl_slist *link_field(struct relay *r, struct curl_slist *l, const char *s, int *ok)
+{
+    struct curl_slist *n = falloc(r, sizeof(*n)), *t;
+
+    if (n == NULL) {
+        *ok = 0;
+        return l;
+    }
+    n->data = (char *)s;
+    n->next = NULL;
+    if (l == NULL)
+        return n;
+    for (t = l; t->next != NULL; t = t->next)
+        ;
+    t->next = n;
+    return l;
+}
+
+/* Appends a copy of s. */
+static struct curl_slist *append(struct relay *r, struct curl_slist *l, const char *s, int *ok)
+{
+    size_t len = strlen(s);
+    char *c = falloc(r, len + 1);
+
+    if (c == NULL) {
+        *ok = 0;
+        return l;
+    }
+    memcpy(c, s, len + 1);
+    return link_field(r, l, c, ok);
+}
+
+static struct curl_slist *request_fields(struct relay *r, const struct relay_req *rq,
+                                         const char *drop, int *ok)
+{
+    struct curl_slist *l = NULL, *tail = NULL;
     int keep[rq->nhdrs + 1];
-    char line[8192];
 
     headers_filter_request(rq->hdrs, rq->nhdrs, drop, keep);
     for (size_t i = 0; i < rq->nhdrs && *ok; i++) {
         const struct hdr *h = &rq->hdrs[i];
+        struct curl_slist *node;
+        char *line;
+        size_t n = h->name_len;
+
         if (!keep[i])
             continue;
-        /* libcurl removes a field given as "Name:"; "Name;" sends it empty. */
-        if (h->name_len + h->value_len + 3 < sizeof(line)) {
-            size_t n = h->name_len;
-            memcpy(line, h->name, n);
-            if (h->value_len == 0) {
-                line[n++] = ';';
-            } else {
-                line[n++] = ':';
-                line[n++] = ' ';
-                memcpy(line + n, h->value, h->value_len);
-                n += h->value_len;
-            }
-            line[n] = '\0';
-        } else {
-            char *big = malloc(h->name_len + h->value_len + 3);
-            if (big == NULL) {
-                *ok = 0;
-                break;
-            }
-            sprintf(big, "%.*s: %.*s", (int)h->name_len, h->name, (int)h->value_len, h->value);
-            l = append(l, big, ok);
-            free(big);
-            continue;
+        node = falloc(r, sizeof(*node));
+        line = falloc(r, h->name_len + h->value_len + 3);
+        if (node == NULL || line == NULL) {
+            *ok = 0;
+            break;
         }
-        l = append(l, line, ok);
+        /* libcurl removes a field given as "Name:"; "Name;" sends it empty. */
+        memcpy(line, h->name, n);
+        if (h->value_len == 0) {
+            line[n++] = ';';
+        } else {
+            line[n++] = ':';
+            line[n++] = ' ';
+            memcpy(line + n, h->value, h->value_len);
+            n += h->value_len;
+        }
+        line[n] = '\0';
+        node->data = line;
+        node->next = NULL;
+        if (tail != NULL)
+            tail->next = node;
+        else
+            l = node;
+        tail = node;
     }
     /* libcurl's own additions would change what the client sent. */
     if (headers_find(rq->hdrs, rq->nhdrs, "accept") < 0)
-        l = append(l, "Accept:", ok);
+        l = link_field(r, l, "Accept:", ok);
     if (rq->has_body && headers_find(rq->hdrs, rq->nhdrs, "content-type") < 0)
-        l = append(l, "Content-Type:", ok); /* libcurl would add a form type to POSTFIELDS */
-    l = append(l, "Expect:", ok);
+        l = link_field(r, l, "Content-Type:", ok); /* libcurl would add a form type to POSTFIELDS */
+    l = link_field(r, l, "Expect:", ok);
     return l;
 }
 
@@ -606,7 +676,6 @@ static int apply_key(struct relay *r)
     char line[4200];
     int ok = 1, k;
 
-    curl_slist_free_all(r->sent);
     r->sent = NULL;
     if (r->up->nkeys == 0 || r->cross_origin)
         return 0;
@@ -616,9 +685,9 @@ static int apply_key(struct relay *r)
     r->key = k;
     r->c->acc.upstream_key = k;
     for (it = r->hdrs; it != NULL && ok; it = it->next)
-        l = append(l, it->data, &ok);
+        l = link_field(r, l, it->data, &ok);
     pool_key_field(r->up, k, line, sizeof(line));
-    l = append(l, line, &ok);
+    l = append(r, l, line, &ok);
     explicit_bzero(line, sizeof(line));
     r->sent = l;
     return ok ? 0 : -500;
@@ -823,8 +892,7 @@ static int choose_upstream(struct relay *r, const char *model)
         struct curl_slist *l = NULL, *it;
         for (it = r->hdrs; it != NULL && ok; it = it->next)
             if (!is_credential(it->data))
-                l = append(l, it->data, &ok);
-        curl_slist_free_all(r->hdrs);
+                l = link_field(r, l, it->data, &ok);
         r->hdrs = l;
         if (!ok)
             return -500;
@@ -861,8 +929,7 @@ static int authenticate(struct relay *r, const struct relay_req *rq)
     }
     for (it = r->hdrs; it != NULL && ok; it = it->next) /* the relay key stays here */
         if (!is_credential(it->data))
-            l = append(l, it->data, &ok);
-    curl_slist_free_all(r->hdrs);
+            l = link_field(r, l, it->data, &ok);
     r->hdrs = l;
     if (!ok || r->w->store == NULL || tok == NULL || store_key_hash(tok, len, hash) != 0)
         return -401;
@@ -903,7 +970,7 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     /* Usage is read only when something keeps it: the access log or the store. */
     r->tracked = (cfg->access_log || r->w->store != NULL) &&
                  usage_kind_for_path(r->path, r->path_len, &r->kind) == 0;
-    r->hdrs = request_fields(rq, cfg->drop_headers, &ok);
+    r->hdrs = request_fields(r, rq, cfg->drop_headers, &ok);
     if (!ok)
         goto fail;
     if (strcmp(cfg->auth, "keys") == 0) {
@@ -919,9 +986,8 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
         struct curl_slist *l = NULL, *it;
         for (it = r->hdrs; it != NULL && ok; it = it->next)
             if (!line_name_is(it->data, "accept-encoding"))
-                l = append(l, it->data, &ok);
-        l = append(l, "Accept-Encoding: identity", &ok);
-        curl_slist_free_all(r->hdrs);
+                l = link_field(r, l, it->data, &ok);
+        l = link_field(r, l, "Accept-Encoding: identity", &ok);
         r->hdrs = l;
         if (!ok)
             goto fail;
@@ -963,8 +1029,7 @@ void relay_free(struct relay *r)
         return;
     stop_transfer(r);
     free(r->head_out);
-    curl_slist_free_all(r->hdrs);
-    curl_slist_free_all(r->sent);
+    fields_free(r);
     if (r->ring != NULL)
         keyring_release(r->ring);
     if (r->filter != NULL)
@@ -1108,9 +1173,8 @@ static void follow_redirect(struct relay *r)
             continue;
         if (to_get && is_body_field(it->data))
             continue;
-        l = append(l, it->data, &ok);
+        l = link_field(r, l, it->data, &ok);
     }
-    curl_slist_free_all(r->hdrs);
     r->hdrs = l;
     free(r->url);
     r->url = r->redirect_to;
