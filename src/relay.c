@@ -161,7 +161,7 @@ static void *falloc(struct relay *r, size_t n)
 
     n = (n + 7) & ~(size_t)7;
     if (b == NULL || b->cap - b->used < n) {
-        size_t cap = n > 2048 ? n : 2048;
+        size_t cap = n > 256 ? n : 256; /* request_fields() sizes the first block exactly */
         b = malloc(sizeof(*b) + cap);
         if (b == NULL)
             return NULL;
@@ -224,7 +224,15 @@ static struct curl_slist *request_fields(struct relay *r, const struct relay_req
     struct curl_slist *l = NULL, *tail = NULL;
     int keep[rq->nhdrs + 1];
 
+    size_t need = 4 * sizeof(struct curl_slist) + 64;
+
     headers_filter_request(rq->hdrs, rq->nhdrs, drop, keep);
+    /* One block that fits the list (an open stream keeps it): no slack held per stream. */
+    for (size_t i = 0; i < rq->nhdrs; i++)
+        if (keep[i])
+            need += sizeof(struct curl_slist) + ((rq->hdrs[i].name_len + rq->hdrs[i].value_len + 3 + 7) & ~(size_t)7);
+    if (r->fields == NULL && falloc(r, need) != NULL)
+        r->fields->used = 0;
     for (size_t i = 0; i < rq->nhdrs && *ok; i++) {
         const struct hdr *h = &rq->hdrs[i];
         struct curl_slist *node;
