@@ -15,13 +15,13 @@ FUZZ_CFLAGS   = $(CSTD) -O1 -g -fno-omit-frame-pointer $(WARN) -I$(LLHTTP_INC) -
                 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -DFERRY_VERSION='"$(VERSION)"' $(FUZZ_EXTRA)
 # The modules each target links (the others need libcurl; h1resp brings its own libuv loop).
 FUZZ_LLOBJ   := $(FUZZ_B)/llhttp/llhttp.o $(FUZZ_B)/llhttp/api.o $(FUZZ_B)/llhttp/http.o
-FUZZ_OBJ_guard_head  := $(FUZZ_B)/guard.o
-FUZZ_OBJ_guard_chunk := $(FUZZ_B)/guard.o
+FUZZ_OBJ_guard_head  := $(FUZZ_B)/guard.o $(FUZZ_B)/headers.o
+FUZZ_OBJ_guard_chunk := $(FUZZ_B)/guard.o $(FUZZ_B)/headers.o
 FUZZ_OBJ_request     := $(FUZZ_B)/guard.o $(FUZZ_B)/headers.o $(FUZZ_B)/cors.o $(FUZZ_LLOBJ)
-FUZZ_OBJ_config      := $(patsubst src/%.c,$(FUZZ_B)/%.o,$(wildcard src/config.c src/config_file.c))
+FUZZ_OBJ_config      := $(patsubst src/%.c,$(FUZZ_B)/%.o,$(wildcard src/config.c src/config_file.c src/headers.c))
 FUZZ_OBJ_usage_fuzz  := $(FUZZ_B)/sse.o $(FUZZ_B)/usage.o $(FUZZ_B)/jsonedit.o
 # h1resp runs the real client on a libuv loop; config.o only for the defaults (config_load).
-FUZZ_OBJ_h1resp      := $(FUZZ_B)/h1client.o $(FUZZ_B)/buf.o $(FUZZ_OBJ_config) $(FUZZ_LLOBJ)
+FUZZ_OBJ_h1resp      := $(FUZZ_B)/h1client.o $(FUZZ_B)/buf.o $(FUZZ_B)/guard.o $(FUZZ_OBJ_config) $(FUZZ_LLOBJ)
 FUZZ_OBJ     := $(sort $(foreach t,$(FUZZ_TARGETS),$(FUZZ_OBJ_$(t))))
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
 

@@ -547,5 +547,9 @@ int config_load(struct config *cfg, int argc, char **argv)
         fprintf(stderr, "ferry: --max-redirects must be at most 20\n");
         return -1;
     }
+    if (headers_set_compile(&cfg->drop, cfg->drop_headers) != 0) {
+        fprintf(stderr, "ferry: --drop-headers is too long\n");
+        return -1;
+    }
     return 0;
 }

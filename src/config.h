@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "headers.h"
+
 #define CONFIG_MAX_UPSTREAMS 32
 #define CONFIG_MAX_ROUTES 64
 
@@ -77,7 +79,8 @@ struct config {
     uint64_t key_probe_interval; /* ms between probes of a disabled key */
     size_t max_connections;   /* per process; each worker takes its share */
 
-    char drop_headers[1024];  /* comma list; an entry ending in '*' is a prefix */
+    char drop_headers[HEADERS_SET_BYTES]; /* comma list; an entry ending in '*' is a prefix */
+    struct headers_set drop;  /* drop_headers compiled by config_load */
     char config_file[1024];   /* -c FILE; empty: none */
     char store[1024];         /* SQLite database for keys and usage */
     char auth[16];            /* "none" (the client's credentials go upstream) or "keys" */

@@ -5,12 +5,20 @@
 #include <string.h>
 #include <strings.h>
 
-int guard_is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
+#include "headers.h"
+
+/* 1 for the RFC 9110 tchar: ALPHA, DIGIT and !#$%&'*+-.^_`|~ */
+const unsigned char guard_tchar[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
+    0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, /*  !"#$%&'()*+,-./ */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, /* 0123456789:;<=>? */
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* @A-O */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, /* P-Z[\]^_ */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* `a-o */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, /* p-z{|}~ DEL */
+    /* 0x80-0xff: 0 */
+};
 
 void guard_head_init(struct guard_head *g)
 {
@@ -35,7 +43,7 @@ static void trim(const char **p, size_t *n)
 
 static int name_is(const char *name, size_t len, const char *want)
 {
-    return strlen(want) == len && strncasecmp(name, want, len) == 0;
+    return headers_name_is(name, len, want);
 }
 
 /* Request line: method SP request-target SP HTTP/1.x, nothing else. */
@@ -73,6 +81,34 @@ static long check_request_line(struct guard_head *g, const char *p, size_t n, co
     return 0;
 }
 
+static int byte_ok_in_value(unsigned char c)
+{
+    return !((c < 0x20 && c != '\t') || c == 0x7f);
+}
+
+/* 1 when p[0..n) holds no control byte but HTAB (obs-text is allowed). Eight bytes at a time: a
+ * word with no byte below 0x20 and none equal to 0x7f needs no closer look. */
+static int value_ok(const char *p, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    size_t k = 0;
+
+    for (; k + 8 <= n; k += 8) {
+        uint64_t w, del;
+        memcpy(&w, p + k, 8);
+        del = w ^ (0x7f * ones);
+        if ((((w - 0x20 * ones) & ~w) | ((del - ones) & ~del)) & high) {
+            for (size_t j = k; j < k + 8; j++)
+                if (!byte_ok_in_value((unsigned char)p[j]))
+                    return 0;
+        }
+    }
+    for (; k < n; k++)
+        if (!byte_ok_in_value((unsigned char)p[k]))
+            return 0;
+    return 1;
+}
+
 static long check_field(struct guard_head *g, const struct guard_limits *lim, const char *p,
                         size_t n, const char **why)
 {
@@ -89,12 +125,9 @@ static long check_field(struct guard_head *g, const struct guard_limits *lim, co
         *why = "malformed header field name";
         return -400;
     }
-    for (size_t k = i + 1; k < n; k++) {
-        unsigned char c = (unsigned char)p[k];
-        if ((c < 0x20 && c != '\t') || c == 0x7f) {
-            *why = "control character in header value";
-            return -400;
-        }
+    if (!value_ok(p + i + 1, n - i - 1)) {
+        *why = "control character in header value";
+        return -400;
     }
     if (++g->nheaders > lim->max_headers) {
         *why = "too many header fields";

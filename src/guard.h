@@ -76,6 +76,10 @@ int guard_chunk_feed(struct guard_chunk *g, const struct guard_limits *lim, cons
 const char *guard_target_path(const char *t, size_t n, char *tmp, size_t cap, size_t *len);
 
 /* RFC 9110 token character (field names, methods, chunk extension names). */
-int guard_is_tchar(unsigned char c);
+extern const unsigned char guard_tchar[256];
+static inline int guard_is_tchar(unsigned char c)
+{
+    return guard_tchar[c];
+}
 
 #endif

@@ -19,6 +19,25 @@ struct hdr {
 int headers_list_has(const char *list, size_t list_len, const char *name, size_t name_len,
                      int wildcards);
 
+/* A comma list of names (an entry ending in '*' is a prefix) compiled once: --drop-headers is
+ * matched against every request field. Self-contained (no pointers), so it can be copied. */
+#define HEADERS_SET_BYTES 1024
+struct headers_set {
+    unsigned short n;
+    struct {
+        unsigned short off, len; /* in lower[] */
+        unsigned char prefix;
+    } e[HEADERS_SET_BYTES / 2];
+    char lower[HEADERS_SET_BYTES]; /* the entries, in lower case, back to back */
+};
+
+/* Compiles list (entries are trimmed of spaces and tabs; empty ones are skipped). Returns 0, or
+ * -1 when the list is longer than HEADERS_SET_BYTES (s is then empty). */
+int headers_set_compile(struct headers_set *s, const char *list);
+
+/* 1 when name[0..len) is in s, as headers_list_has with wildcards. */
+int headers_set_has(const struct headers_set *s, const char *name, size_t len);
+
 /* 1 for a hop-by-hop field: Connection, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding,
  * Upgrade. */
 int headers_hop_by_hop(const char *name, size_t len);
@@ -27,9 +46,10 @@ int headers_hop_by_hop(const char *name, size_t len);
 int headers_connection_scoped(const struct hdr *h, size_t n, size_t i);
 
 /* Request fields: sets keep[i] for each field that goes upstream. Drops the hop-by-hop and
- * Connection-named ones, Host, Content-Length and Expect (libcurl frames the upstream request
- * itself), and those matching drop_list (comma list with '*' prefixes). */
-void headers_filter_request(const struct hdr *h, size_t n, const char *drop_list, int *keep);
+ * Connection-named ones, Host, Content-Length and Expect (the upstream client frames the request
+ * itself), and those in drop (may be NULL). */
+void headers_filter_request(const struct hdr *h, size_t n, const struct headers_set *drop,
+                            int *keep);
 
 /* Response fields: sets keep[i] for each field that goes back to the client. Drops the
  * hop-by-hop and Connection-named ones, the CORS fields ferry sets itself, X-Accel-Buffering, and
@@ -39,7 +59,23 @@ void headers_filter_response(const struct hdr *h, size_t n, int keep_length, int
 /* Finds the first field called name; returns its index or -1. */
 int headers_find(const struct hdr *h, size_t n, const char *name);
 
-/* 1 when name equals want, case-insensitively (want is lower case NUL-terminated). */
-int headers_name_is(const char *name, size_t len, const char *want);
+/* ASCII lower case of each byte (field names are compared without the locale). */
+extern const unsigned char headers_lower[256];
+
+/* 1 when a[0..n) equals lower[0..n), case-insensitively (lower is in lower case). */
+static inline int headers_eq_lower(const char *a, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (headers_lower[(unsigned char)a[i]] != (unsigned char)lower[i])
+            return 0;
+    return 1;
+}
+
+/* 1 when name equals want, case-insensitively (want is lower case NUL-terminated; inline so that
+ * a literal's length is known at compile time). */
+static inline int headers_name_is(const char *name, size_t len, const char *want)
+{
+    return __builtin_strlen(want) == len && headers_eq_lower(name, want, len);
+}
 
 #endif

@@ -219,7 +219,7 @@ static struct curl_slist *append(struct relay *r, struct curl_slist *l, const ch
 }
 
 static struct curl_slist *request_fields(struct relay *r, const struct relay_req *rq,
-                                         const char *drop, int *ok)
+                                         const struct headers_set *drop, int *ok)
 {
     struct curl_slist *l = NULL, *tail = NULL;
     int keep[rq->nhdrs + 1];
@@ -978,7 +978,7 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     /* Usage is read only when something keeps it: the access log or the store. */
     r->tracked = (cfg->access_log || r->w->store != NULL) &&
                  usage_kind_for_path(r->path, r->path_len, &r->kind) == 0;
-    r->hdrs = request_fields(r, rq, cfg->drop_headers, &ok);
+    r->hdrs = request_fields(r, rq, &cfg->drop, &ok);
     if (!ok)
         goto fail;
     if (strcmp(cfg->auth, "keys") == 0) {

@@ -165,6 +165,8 @@ static void load_defaults(void **state)
     assert_int_equal(cfg.max_response_header_bytes, 65536);
     assert_int_equal(cfg.max_redirects, 5);
     assert_string_equal(cfg.drop_headers, "cookie,forwarded,via,x-forwarded-*,x-real-ip,cf-*");
+    assert_int_equal(cfg.drop.n, 6); /* compiled */
+    assert_int_equal(headers_set_has(&cfg.drop, "X-Forwarded-For", 15), 1);
     assert_int_equal(cfg.access_log, 1);
 }
 
@@ -256,6 +258,8 @@ static void load_flags(void **state)
     assert_int_equal(cfg.max_response_header_bytes, 32768);
     assert_int_equal(cfg.max_redirects, 0);
     assert_string_equal(cfg.drop_headers, "cookie");
+    assert_int_equal(cfg.drop.n, 1);
+    assert_int_equal(headers_set_has(&cfg.drop, "via", 3), 0);
     assert_int_equal(cfg.access_log, 0);
     /* untouched ones keep their defaults */
     assert_string_equal(cfg.upstream, "https://api.openai.com");

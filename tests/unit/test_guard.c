@@ -477,6 +477,38 @@ static void tchar_set(void **state)
     assert_int_equal(n, 77); /* RFC 9110 §5.6.2: 15 symbols + 10 digits + 52 letters */
 }
 
+/* Every byte value at every position of a 21-byte value (the check reads eight bytes at a time):
+ * refused exactly for the controls other than HTAB, and DEL. */
+static void value_bytes_everywhere(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        int want_ok = !((c < 0x20 && c != '\t') || c == 0x7f);
+        if (c == '\r' || c == '\n')
+            continue; /* line structure, covered above */
+        for (size_t at = 0; at < 21; at++) {
+            char raw[128], value[22];
+            struct guard_head g;
+            const char *why = NULL;
+            long r;
+            int n;
+
+            memset(value, 0x80 + (int)(at % 0x7f), 21); /* obs-text around it */
+            value[at] = (char)c;
+            if (at == 0 && (c == ' ' || c == '\t'))
+                value[at] = 'x'; /* leading whitespace is OWS, not part of the value */
+            value[21] = '\0';
+            n = snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX-V: %.21s\r\n\r\n",
+                         value);
+            memcpy(raw + n - 25, value, 21); /* %s stops at a NUL byte */
+            guard_head_init(&g);
+            r = guard_head_scan(&g, &head_lim, raw, (size_t)n, &why);
+            if ((r == n) != want_ok || (!want_ok && r != -400))
+                fail_msg("byte 0x%02x at %zu: %ld", c, at, r);
+        }
+    }
+}
+
 /* ---- chunked bodies ---- */
 
 static const struct guard_limits chunk_lim = {
@@ -699,6 +731,7 @@ int main(void)
         cmocka_unit_test(head_split_anywhere),
         cmocka_unit_test(head_init_resets),
         cmocka_unit_test(tchar_set),
+        cmocka_unit_test(value_bytes_everywhere),
         cmocka_unit_test(chunk_one_shot),
         cmocka_unit_test(chunk_byte_at_a_time),
         cmocka_unit_test(chunk_split_anywhere),

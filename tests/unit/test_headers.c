@@ -74,6 +74,51 @@ static void list_has(void **state)
     }
 }
 
+/* The compiled set answers as headers_list_has with wildcards, for every case above. */
+static void set_has_matches_list_has(void **state)
+{
+    struct headers_set set;
+
+    (void)state;
+    for (size_t i = 0; i < COUNT(list_cases); i++) {
+        const struct list_case *c = &list_cases[i];
+        int want = headers_list_has(c->list, strlen(c->list), c->name, strlen(c->name), 1), got;
+        assert_int_equal(headers_set_compile(&set, c->list), 0);
+        got = headers_set_has(&set, c->name, strlen(c->name));
+        if (got != want)
+            fail_msg("headers_set_has(\"%s\", \"%s\") = %d, want %d", c->list, c->name, got, want);
+    }
+}
+
+/* The longest list that fits, with the most entries it can hold; one byte more is refused. */
+static void set_bounds(void **state)
+{
+    static struct headers_set set;
+    char list[HEADERS_SET_BYTES + 2];
+
+    (void)state;
+    for (size_t i = 0; i < HEADERS_SET_BYTES; i++)
+        list[i] = i % 2 ? ',' : (char)('a' + i / 2 % 26);
+    list[HEADERS_SET_BYTES] = '\0';
+    assert_int_equal(headers_set_compile(&set, list), 0);
+    assert_int_equal(set.n, HEADERS_SET_BYTES / 2);
+    assert_int_equal(headers_set_has(&set, "z", 1), 1);
+    assert_int_equal(headers_set_has(&set, "ab", 2), 0);
+    list[HEADERS_SET_BYTES] = 'x';
+    list[HEADERS_SET_BYTES + 1] = '\0';
+    assert_int_equal(headers_set_compile(&set, list), -1);
+    assert_int_equal(set.n, 0);
+}
+
+/* Filters s with drop compiled from list. */
+static void filter_request_list(const struct hdr *h, size_t n, const char *list, int *keep)
+{
+    static struct headers_set set;
+
+    assert_int_equal(headers_set_compile(&set, list), 0);
+    headers_filter_request(h, n, &set, keep);
+}
+
 /* The list and the name are length-delimited: bytes past either length do not count. */
 static void list_has_respects_lengths(void **state)
 {
@@ -252,7 +297,7 @@ static void filter_request_sdk(void **state)
 
     (void)state;
     memset(keep, 0x55, sizeof(keep));
-    headers_filter_request(sdk_request.h, sdk_request.n, default_drop, keep);
+    filter_request_list(sdk_request.h, sdk_request.n, default_drop, keep);
     check_keep(&sdk_request, keep);
 }
 
@@ -273,7 +318,7 @@ static void filter_request_no_drop_list(void **state)
     headers_filter_request(s.h, s.n, NULL, keep);
     check_keep(&s, keep);
     memset(keep, 0x55, sizeof(keep));
-    headers_filter_request(s.h, s.n, "", keep);
+    filter_request_list(s.h, s.n, "", keep);
     check_keep(&s, keep);
 }
 
@@ -292,7 +337,7 @@ static void filter_request_custom_drop_list(void **state)
 
     (void)state;
     memset(keep, 0x55, sizeof(keep));
-    headers_filter_request(s.h, s.n, " X-STAINLESS-* , x-debug", keep);
+    filter_request_list(s.h, s.n, " X-STAINLESS-* , x-debug", keep);
     check_keep(&s, keep);
 }
 
@@ -380,6 +425,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(list_has),
+        cmocka_unit_test(set_has_matches_list_has),
+        cmocka_unit_test(set_bounds),
         cmocka_unit_test(list_has_respects_lengths),
         cmocka_unit_test(hop_by_hop),
         cmocka_unit_test(connection_scoped),
