@@ -320,6 +320,7 @@ static void conn_close(struct conn *c)
     c->in_cap = c->in_len = c->in_pos = 0;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_timer_stop(&c->timer);
+    c->timer_at = 0;
     uv_close((uv_handle_t *)&c->tcp, free_handle);
     uv_close((uv_handle_t *)&c->timer, free_handle);
     worker_conn_gone(c->w, c);
@@ -650,7 +651,7 @@ static int process_head(struct conn *c)
         return 0;
     }
     c->hdrs = c->w->hdr_scratch;
-    memset(c->hdrs, 0, sizeof(struct hdr) * (cfg_of(c)->max_headers + 1));
+    memset(c->hdrs, 0, sizeof(struct hdr)); /* on_header_field fills each entry it moves to */
     c->nhdrs = 0;
     c->method = c->target = NULL;
     c->method_len = c->target_len = 0;
@@ -924,10 +925,12 @@ void conn_arm(struct conn *c)
         deadline_min(&d, c->t_write + cfg->write_timeout);
     if (c->relay != NULL)
         deadline_min(&d, relay_deadline(c->relay));
-    if (d == 0)
-        uv_timer_stop(&c->timer);
-    else
-        uv_timer_start(&c->timer, on_timer, d > now ? d - now : 0, 0);
+    /* Lazily: a timer already due no later than d stays (when it fires, on_timer looks at every
+     * deadline and arms again), so a kept connection does not restart its timer per request. */
+    if (d == 0 || (c->timer_at != 0 && c->timer_at <= d))
+        return;
+    c->timer_at = d;
+    uv_timer_start(&c->timer, on_timer, d > now ? d - now : 0, 0);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -936,6 +939,7 @@ static void on_timer(uv_timer_t *t)
     const struct config *cfg = cfg_of(c);
     uint64_t now = uv_now(&c->w->loop), d;
 
+    c->timer_at = 0;
     if (conn_write_queue(c) > 0 && now >= c->t_write + cfg->write_timeout) {
         c->acc.end = END_TIMEOUT; /* the client stopped reading */
         if (c->relay != NULL)

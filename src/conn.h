@@ -32,6 +32,7 @@ enum conn_phase {
 struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uint64_t timer_at;         /* loop time the timer fires at; 0: not armed */
     struct worker *w;
     struct conn *prev, *next;  /* worker's list */
     struct conn *defer_next;
