@@ -96,7 +96,7 @@ struct rq {
     CURLcode rc;
     char errbuf[CURL_ERROR_SIZE];
     /* the head being read */
-    int expect_status, status, final_head, in_trailers, heads;
+    int status, final_head, heads;
     int ncl, cl_bad, te, conn_close, conn_keep, minor, major;
     uint64_t cl;
     unsigned nheader, ndata, nread;
@@ -423,107 +423,73 @@ static void check_live(struct rq *r, const char *what)
     r->R->progress++;
 }
 
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
+static int value_has_ctl(const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
+static int on_head(void *ud, const struct h1c_head *h)
 {
     struct rq *r = ud;
-    unsigned faults = r->R->faults & 15;
+    unsigned faults = r->R->faults & 15, before = r->nheader;
+    const struct hdr *f = h->fields;
+    int status = h->status;
+    size_t n = h->n;
 
-    check_live(r, "on_header");
+    check_live(r, "on_head");
     if (trace)
-        fprintf(stderr, "h1resp: request %d: header line '%.*s'\n", r->idx,
-                (int)(n >= 2 ? n - 2 : n), p);
-    FZ_CHECK(size == 1 && n >= 2 && p[n - 2] == '\r' && p[n - 1] == '\n',
-             "header line of %zu bytes not ending in CRLF", n);
-    for (size_t i = 0; i + 2 < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        int ctl = (ch < 0x20 && ch != '\t') || ch == 0x7f;
-#ifdef FUZZ_ALLOW_KNOWN
-        /* llhttp 8.1 takes any byte but CR and LF in a reason phrase (NUL, ESC, DEL) and
-         * h1client passes it on (libcurl refuses NUL): reported, see README */
-        if (ctl && r->expect_status && ch != '\r' && ch != '\n')
-            continue;
-#endif
-        FZ_CHECK(!ctl, "control byte 0x%02x at %zu in the header line '%.*s'", ch, i, (int)n, p);
-    }
-    r->nheader++;
-#ifdef FUZZ_ALLOW_KNOWN
-    /* the trailers of a chunked body after an interim head (the same finding as below) */
-    if (r->expect_status && r->heads > 0 && r->status < 200 &&
-        (n < 5 || memcmp(p, "HTTP/", 5) != 0)) {
-        r->odd_body = 1;
-        return n;
-    }
-#endif
-    if (r->expect_status) {
-        FZ_CHECK(n >= 15 && memcmp(p, "HTTP/", 5) == 0 && isdigit((unsigned char)p[5]) &&
-                     p[6] == '.' && isdigit((unsigned char)p[7]) && p[8] == ' ' &&
-                     isdigit((unsigned char)p[9]) && isdigit((unsigned char)p[10]) &&
-                     isdigit((unsigned char)p[11]) && p[12] == ' ',
-                 "status line '%.*s'", (int)n, p);
-        r->major = p[5] - '0';
-        r->minor = p[7] - '0';
-        r->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-        r->expect_status = 0;
-        r->heads++;
-        r->ncl = r->cl_bad = r->te = r->conn_close = r->conn_keep = 0;
-        r->cl = 0;
-    } else if (n == 2) {
-        FZ_CHECK(!r->in_trailers, "an empty line after trailers");
-        if (r->status >= 200) {
-            r->final_head = 1;
-            r->in_trailers = 1;
-        } else {
-            r->expect_status = 1;
-        }
-    } else {
-        const char *colon = memchr(p, ':', n - 2);
-        FZ_CHECK(colon != NULL && colon + 1 < p + n - 1 && colon[1] == ' ', "field line '%.*s'",
-                 (int)n, p);
-#ifndef FUZZ_ALLOW_KNOWN
-        /* llhttp 8.1 takes ": value" too: the same finding as SP in a name */
-        FZ_CHECK(colon > p, "field line with an empty name '%.*s'", (int)n, p);
-#endif
-        for (const char *c = p; c < colon; c++) {
-#ifdef FUZZ_ALLOW_KNOWN
-            /* llhttp 8.1 (loose) takes SP in a field name ("Transfer-Encoding : chunked") and
-             * h1client passes the line on as it is: reported, see README */
-            if (*c == ' ')
-                continue;
-#endif
-            FZ_CHECK(is_tchar((unsigned char)*c), "field name '%.*s'", (int)(colon - p), p);
-        }
-        if (!r->final_head) {
-            const char *v = colon + 2;
-            size_t vl = (size_t)(p + n - 2 - v), a = 0, b = vl;
-            size_t nl = (size_t)(colon - p);
-            while (a < b && (v[a] == ' ' || v[a] == '\t'))
-                a++;
-            while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
-                b--;
-            if (nl == 14 && strncasecmp(p, "content-length", 14) == 0) {
-                uint64_t x = 0;
-                r->ncl++;
-                if (a == b || b - a > 18)
+        fprintf(stderr, "h1resp: request %d: head %d '%.*s' with %zu fields\n", r->idx, status,
+                (int)h->reason_len, h->reason, n);
+    FZ_CHECK(!r->final_head, "a head after the final one (status %d)", status);
+    FZ_CHECK(status >= 100 && status <= 999, "status %d", status);
+    FZ_CHECK(!value_has_ctl(h->reason, h->reason_len), "control byte in the reason '%.*s'",
+             (int)h->reason_len, h->reason);
+    r->major = h->http_major;
+    r->minor = h->http_minor;
+    r->status = status;
+    r->heads++;
+    r->ncl = r->cl_bad = r->te = r->conn_close = r->conn_keep = 0;
+    r->cl = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = f[i].name, *v = f[i].value;
+        size_t nl = f[i].name_len, vl = f[i].value_len;
+        FZ_CHECK(nl > 0, "a field with an empty name");
+        for (size_t k = 0; k < nl; k++)
+            FZ_CHECK(is_tchar((unsigned char)nm[k]), "field name '%.*s'", (int)nl, nm);
+        FZ_CHECK(!value_has_ctl(v, vl), "control byte in the value of '%.*s'", (int)nl, nm);
+        FZ_CHECK(vl == 0 || (v[0] != ' ' && v[0] != '\t' && v[vl - 1] != ' ' && v[vl - 1] != '\t'),
+                 "the value of '%.*s' is not trimmed: '%.*s'", (int)nl, nm, (int)vl, v);
+        if (nl == 14 && strncasecmp(nm, "content-length", 14) == 0) {
+            uint64_t x = 0;
+            r->ncl++;
+            if (vl == 0 || vl > 18)
+                r->cl_bad = 1;
+            for (size_t k = 0; k < vl; k++) {
+                if (!isdigit((unsigned char)v[k]))
                     r->cl_bad = 1;
-                for (size_t i = a; i < b; i++) {
-                    if (!isdigit((unsigned char)v[i]))
-                        r->cl_bad = 1;
-                    x = x * 10 + (uint64_t)(v[i] - '0');
-                }
-                r->cl = x;
-            } else if (nl == 17 && strncasecmp(p, "transfer-encoding", 17) == 0) {
-                r->te = 1;
-            } else if (nl == 10 && strncasecmp(p, "connection", 10) == 0) {
-                r->conn_close |= has_token(v, vl, "close");
-                r->conn_keep |= has_token(v, vl, "keep-alive");
+                x = x * 10 + (uint64_t)(v[k] - '0');
             }
+            r->cl = x;
+        } else if (nl == 17 && strncasecmp(nm, "transfer-encoding", 17) == 0) {
+            r->te = 1;
+        } else if (nl == 10 && strncasecmp(nm, "connection", 10) == 0) {
+            r->conn_close |= has_token(v, vl, "close");
+            r->conn_keep |= has_token(v, vl, "keep-alive");
         }
     }
-    if (faults >= 1 && faults <= 7 && r->nheader == faults) {
+    if (status >= 200)
+        r->final_head = 1;
+    r->nheader += 1 + (unsigned)n; /* as header lines: the status line and the fields */
+    if (faults >= 1 && faults <= 7 && before < faults && faults <= r->nheader) {
         r->refused = 1;
-        return 0;
+        return -1;
     }
-    return n;
+    return 0;
 }
 
 /* A body piece must be the next bytes of what some connection carried. */
@@ -686,11 +652,11 @@ static void start(struct run *R, int idx)
 {
     struct rq *r = &R->rq[idx];
     struct h1c_opts o;
+    int rc;
 
     memset(r, 0, sizeof(*r));
     r->R = R;
     r->idx = idx;
-    r->expect_status = 1;
     memset(&o, 0, sizeof(o));
     o.url = R->url;
     o.method = method_of(R);
@@ -700,7 +666,7 @@ static void start(struct run *R, int idx)
     o.chunked = R->body_mode == BODY_STREAM_CHUNKED;
     o.content_length = o.has_body ? UPLOAD_LEN : 0;
     o.body = R->body_mode == BODY_MEMORY ? upload : NULL;
-    o.on_header = on_header;
+    o.on_head = on_head;
     o.on_data = on_data;
     o.on_read = on_read;
     o.on_done = on_done;
@@ -709,9 +675,9 @@ static void start(struct run *R, int idx)
     R->cur = idx;
     r->live = 1;
     R->in_api = 1;
-    r->q = h1c_start(&R->c, &o);
+    rc = h1c_start(&R->c, &o, &r->q);
     R->in_api = 0;
-    FZ_CHECK(r->q != NULL, "h1c_start refused %s", R->url);
+    FZ_CHECK(rc == 0 && r->q != NULL, "h1c_start refused %s: %d", R->url, rc);
     R->progress++;
 }
 

@@ -33,6 +33,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "guard.h"
 
 #define H1C_MAX_ADDRS 8
 #define H1C_DNS_TTL 60000      /* ms a resolved address list is reused */
@@ -94,14 +95,17 @@ struct h1c_req {
     struct h1c_conn *k;
     struct h1c_opts opt;
     llhttp_t p;
-    char *out;                 /* request head (+ a body in memory) */
+    char *out;                 /* request head (+ a body in memory), in q's block after q */
     size_t out_len, out_off;
     char *ubuf;                /* a streamed body's framed bytes being written */
     size_t ulen, uoff;
     uint64_t body_sent;
     int upload_eof, sent_all;
     int send_paused, recv_paused;
-    struct buf line;           /* the header line being assembled */
+    struct buf head;           /* the head being read, as records (see deliver_head) */
+    size_t rec;                /* offset in head of the record being filled */
+    size_t head_bytes;         /* wire bytes of the head (then of the trailers) so far */
+    int in_name;               /* a field name is being read */
     int head_done, complete, keepalive, got_byte, retried;
     int no_reuse;              /* the upstream stopped reading the request: close after */
     int doomed;                /* failed inside h1c_start: ended from the kick (next turn) */
@@ -191,17 +195,6 @@ static int split_url(const char *url, int *tls, char *host, size_t hcap, int *po
     host[n] = '\0';
     *path = end;
     return 0;
-}
-
-int h1c_supports(const char *url, const char *proxy)
-{
-    char host[256];
-    int tls, port;
-    const char *path;
-
-    if (proxy != NULL && proxy[0] != '\0')
-        return 0;
-    return split_url(url, &tls, host, sizeof(host), &port, &path) == 0;
 }
 
 /* ---- origins and TLS ---- */
@@ -420,9 +413,8 @@ static void req_free(struct h1c_req *q)
     pending_remove(q);
     if (q->o != NULL)
         q->o->refs--;
-    free(q->out);
-    free(q->ubuf);
-    buf_free(&q->line);
+    free(q->ubuf); /* q->out is in q's own block */
+    buf_free(&q->head);
     free(q);
 }
 
@@ -505,7 +497,9 @@ static int retry_fresh(struct h1c_req *q)
     q->fail = CURLE_OK;
     if (q->opt.errbuf != NULL)
         q->opt.errbuf[0] = '\0';
-    q->line.len = 0;
+    q->head.len = 0;
+    q->head_bytes = 0;
+    q->in_name = 0;
     q->head_done = q->complete = 0;
     llhttp_init(&q->p, HTTP_RESPONSE, &settings);
     q->p.data = q;
@@ -532,44 +526,53 @@ static void req_doom(struct h1c_req *q)
 
 /* ---- llhttp callbacks (the response) ---- */
 
-static int emit_line(struct h1c_req *q, const char *p, size_t n)
+/* The head is gathered in q->head as records: a 4-byte name length and a 4-byte value length
+ * (filled in when each is complete), then the name and the value. The first record is the reason
+ * phrase (as a name). on_headers_complete hands the fields over in one call. */
+#define REC_HDR 8
+
+static void rec_set(struct h1c_req *q, size_t at, uint32_t v)
 {
-    if (q->opt.on_header((char *)p, 1, n, q->opt.ud) != n) {
-        set_error(q, CURLE_WRITE_ERROR, "%s", "the relay refused the upstream's head");
-        return -1;
-    }
-    return 0;
+    memcpy(q->head.data + q->rec + at, &v, 4);
 }
 
-/* "HTTP/1.1 200 " — the status line as libcurl hands it over, before the reason. */
-static int status_start(struct h1c_req *q, const llhttp_t *p)
+static uint32_t rec_get(const char *p)
 {
-    char sl[16] = "HTTP/x.x xxx ";
-
-    sl[5] = (char)('0' + p->http_major % 10);
-    sl[7] = (char)('0' + p->http_minor % 10);
-    sl[9] = (char)('0' + p->status_code / 100 % 10);
-    sl[10] = (char)('0' + p->status_code / 10 % 10);
-    sl[11] = (char)('0' + p->status_code % 10);
-    return buf_add(&q->line, sl, 13, SIZE_MAX);
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
 }
 
-/* Appends head bytes within max-response-header-bytes. */
-static int head_add(struct h1c_req *q, const char *at, size_t n)
+/* Counts wire bytes of the head (or of the trailers) against max-response-header-bytes. */
+static int head_count(struct h1c_req *q, size_t n)
 {
-    if (buf_add(&q->line, at, n, q->c->cfg->max_response_header_bytes) == 0)
+    size_t max = q->c->cfg->max_response_header_bytes;
+
+    q->head_bytes += n;
+    if (q->head_bytes <= max)
         return 0;
     set_error(q, CURLE_WEIRD_SERVER_REPLY, "upstream response head too large (over %zu bytes)",
-              q->c->cfg->max_response_header_bytes);
+              max);
     return -1;
+}
+
+static int rec_open(struct h1c_req *q)
+{
+    static const char zero[REC_HDR];
+
+    q->rec = q->head.len;
+    return buf_add(&q->head, zero, REC_HDR, SIZE_MAX);
+}
+
+static int head_add(struct h1c_req *q, const char *at, size_t n)
+{
+    return buf_add(&q->head, at, n, SIZE_MAX);
 }
 
 static int on_status(llhttp_t *p, const char *at, size_t n)
 {
     struct h1c_req *q = p->data;
 
-    if (q->line.len == 0 && status_start(q, p) != 0)
-        return -1;
     for (size_t i = 0; i < n; i++) { /* llhttp takes any byte but CR and LF here */
         unsigned char ch = (unsigned char)at[i];
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
@@ -578,7 +581,9 @@ static int on_status(llhttp_t *p, const char *at, size_t n)
             return -1;
         }
     }
-    return head_add(q, at, n);
+    if (head_count(q, n) != 0 || (q->head.len == 0 && rec_open(q) != 0) || head_add(q, at, n) != 0)
+        return -1;
+    return 0;
 }
 
 static int on_status_complete(llhttp_t *p)
@@ -590,17 +595,24 @@ static int on_status_complete(llhttp_t *p)
                   p->status_code);
         return -1;
     }
-    if (q->line.len == 0 && status_start(q, p) != 0) /* no reason phrase */
+    if (head_count(q, 15) != 0 || (q->head.len == 0 && rec_open(q) != 0)) /* "HTTP/1.1 200 " CRLF */
         return -1;
-    if (buf_add(&q->line, "\r\n", 2, SIZE_MAX) != 0 || emit_line(q, q->line.data, q->line.len))
-        return -1;
-    q->line.len = 0;
+    rec_set(q, 0, (uint32_t)(q->head.len - REC_HDR));
     return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
-    return head_add(p->data, at, n);
+    struct h1c_req *q = p->data;
+
+    if (head_count(q, n) != 0)
+        return -1;
+    if (q->head_done)
+        return 0; /* a trailer field: counted, not kept */
+    if (!q->in_name && rec_open(q) != 0)
+        return -1;
+    q->in_name = 1;
+    return head_add(q, at, n);
 }
 
 /* llhttp 8.1 lets a space inside or before the colon through (and an empty name): a proxy must
@@ -609,37 +621,94 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 static int on_header_field_complete(llhttp_t *p)
 {
     struct h1c_req *q = p->data;
+    size_t start = q->rec + REC_HDR;
 
-    while (q->line.len > 0 && (q->line.data[q->line.len - 1] == ' ' ||
-                               q->line.data[q->line.len - 1] == '\t'))
-        q->line.len--;
-    for (size_t i = 0; i < q->line.len; i++) {
-        unsigned char ch = (unsigned char)q->line.data[i];
-        if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch) != NULL) {
-            q->line.len = 0;
+    if (head_count(q, 4) != 0) /* ": " CRLF */
+        return -1;
+    if (q->head_done)
+        return 0;
+    q->in_name = 0;
+    while (q->head.len > start && (q->head.data[q->head.len - 1] == ' ' ||
+                                   q->head.data[q->head.len - 1] == '\t'))
+        q->head.len--;
+    for (size_t i = start; i < q->head.len; i++) {
+        if (!guard_is_tchar((unsigned char)q->head.data[i])) {
+            q->head.len = start;
             break;
         }
     }
-    if (q->line.len == 0) {
+    if (q->head.len == start) {
         set_error(q, CURLE_WEIRD_SERVER_REPLY, "malformed upstream response: a field name "
                                                "that is not a token");
         return -1;
     }
-    return buf_add(&q->line, ": ", 2, SIZE_MAX) == 0 ? 0 : -1;
+    rec_set(q, 0, (uint32_t)(q->head.len - start));
+    return 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
-    return head_add(p->data, at, n);
+    struct h1c_req *q = p->data;
+
+    if (head_count(q, n) != 0)
+        return -1;
+    return q->head_done ? 0 : head_add(q, at, n);
 }
 
 static int on_header_value_complete(llhttp_t *p)
 {
     struct h1c_req *q = p->data;
+    size_t start;
 
-    if (buf_add(&q->line, "\r\n", 2, SIZE_MAX) != 0 || emit_line(q, q->line.data, q->line.len))
+    if (q->head_done)
+        return 0;
+    start = q->rec + REC_HDR + rec_get(q->head.data + q->rec);
+    while (q->head.len > start && (q->head.data[q->head.len - 1] == ' ' ||
+                                   q->head.data[q->head.len - 1] == '\t'))
+        q->head.len--; /* llhttp leaves trailing whitespace in values */
+    rec_set(q, 4, (uint32_t)(q->head.len - start));
+    return 0;
+}
+
+/* Hands the head over: the fields point into q->head, valid for the call. */
+static int deliver_head(struct h1c_req *q, const llhttp_t *parser)
+{
+    struct h1c *c = q->c;
+    const char *p = q->head.data, *end = p + q->head.len;
+    struct h1c_head h = {parser->status_code, parser->http_major, parser->http_minor, "", 0,
+                         NULL, 0};
+    size_t n = 0;
+
+    if (p != NULL && p < end) {
+        h.reason_len = rec_get(p);
+        h.reason = p + REC_HDR;
+        p += REC_HDR + h.reason_len;
+    }
+    while (p < end) {
+        uint32_t nl = rec_get(p), vl = rec_get(p + 4);
+        if (n == c->fields_cap) {
+            size_t cap = c->fields_cap ? 2 * c->fields_cap : 64;
+            struct hdr *f = realloc(c->fields, cap * sizeof(*f));
+            if (f == NULL) {
+                set_error(q, CURLE_OUT_OF_MEMORY, "%s", "out of memory for the upstream's head");
+                return -1;
+            }
+            c->fields = f;
+            c->fields_cap = cap;
+        }
+        c->fields[n].name = p + REC_HDR;
+        c->fields[n].name_len = nl;
+        c->fields[n].value = p + REC_HDR + nl;
+        c->fields[n].value_len = vl;
+        n++;
+        p += REC_HDR + nl + vl;
+    }
+    h.fields = c->fields;
+    h.n = n;
+    if (q->opt.on_head(q->opt.ud, &h) != 0) {
+        set_error(q, CURLE_WRITE_ERROR, "%s", "the relay refused the upstream's head");
         return -1;
-    q->line.len = 0;
+    }
     return 0;
 }
 
@@ -647,15 +716,18 @@ static int on_headers_complete(llhttp_t *p)
 {
     struct h1c_req *q = p->data;
 
-    if (emit_line(q, "\r\n", 2) != 0)
+    if (head_count(q, 2) != 0 || deliver_head(q, p) != 0)
         return -1;
-    q->line.len = 0;
+    q->head.len = 0;
+    q->head_bytes = 0;
     if (p->status_code == 101) {
         set_error(q, CURLE_WEIRD_SERVER_REPLY, "%s", "the upstream switched protocols (101)");
         return -1;
     }
-    if (p->status_code >= 200)
+    if (p->status_code >= 200) {
         q->head_done = 1;
+        buf_free(&q->head); /* a long stream keeps no head */
+    }
     /* 1xx, 204, 304, and any answer to HEAD: framing fields describe a body that is not sent
      * (llhttp 8.1 leaves these to the caller). */
     return p->status_code < 200 || q->opt.no_response_body || p->status_code == 204 ||
@@ -925,8 +997,7 @@ static int do_write(struct h1c_conn *k, int may_read)
         if (q->out_off < q->out_len) {
             q->out_off += (size_t)w;
             if (q->out_off == q->out_len && q->opt.has_body && q->opt.body == NULL) {
-                free(q->out); /* the head is out: a long upload keeps no copy */
-                q->out = NULL;
+                q->out = NULL; /* the head is out: the streamed body follows */
                 q->out_len = q->out_off = 0;
             }
         } else {
@@ -1438,22 +1509,26 @@ static int start_conn(struct h1c_req *q, int fresh)
 
 /* ---- the request head ---- */
 
-static int build_head(struct h1c_req *q, const char *path)
+/* Bytes build_head() may write. */
+static size_t head_size(const struct h1c_opts *o, const char *path, const struct h1c_origin *origin)
 {
-    const struct h1c_opts *o = &q->opt;
-    size_t cap = 128 + strlen(o->method) + strlen(path) + strlen(q->o->hostport), len;
-    const struct curl_slist *f;
-    char *h;
+    size_t cap = 128 + strlen(o->method) + strlen(path) + strlen(origin->hostport);
 
-    for (f = o->fields; f != NULL; f = f->next)
+    for (const struct curl_slist *f = o->fields; f != NULL; f = f->next)
         cap += strlen(f->data) + 4;
     if (o->body != NULL)
         cap += (size_t)o->content_length;
-    h = malloc(cap);
-    if (h == NULL)
-        return -1;
+    return cap;
+}
+
+/* Writes the request head (and a body in memory) at h, head_size() bytes. */
+static void build_head(struct h1c_req *q, const char *path, char *h)
+{
+    const struct h1c_opts *o = &q->opt;
+    const struct curl_slist *f;
+    size_t len = 0;
+
 #define PUT(s, n) (memcpy(h + len, s, n), len += (n))
-    len = 0;
     PUT(o->method, strlen(o->method));
     PUT(" /", *path == '/' ? 1 : 2);
     PUT(path, strcspn(path, "#")); /* a fragment (from a redirect) is not sent */
@@ -1498,7 +1573,6 @@ static int build_head(struct h1c_req *q, const char *path)
     q->out = h;
     q->out_len = len;
     q->out_off = 0;
-    return 0;
 }
 
 /* ---- the public side ---- */
@@ -1543,34 +1617,44 @@ static void pending_add(struct h1c_req *q)
     uv_idle_start(&c->kick, on_kick); /* an idle handle: the loop still polls between turns */
 }
 
-struct h1c_req *h1c_start(struct h1c *c, const struct h1c_opts *o)
+int h1c_start(struct h1c *c, const struct h1c_opts *o, struct h1c_req **out)
 {
     struct h1c_req *q;
+    struct h1c_origin *origin;
     char host[256];
     int tls, port;
     const char *path;
+    size_t cap;
 
-    if (c->closed || split_url(o->url, &tls, host, sizeof(host), &port, &path) != 0)
-        return NULL;
-    q = calloc(1, sizeof(*q));
+    *out = NULL;
+    if (o->proxy != NULL && o->proxy[0] != '\0')
+        return -EPROTONOSUPPORT;
+    if (split_url(o->url, &tls, host, sizeof(host), &port, &path) != 0)
+        return -EPROTONOSUPPORT;
+    if (c->closed)
+        return -ESHUTDOWN;
+    origin = origin_get(c, tls, host, port, o->ca_file);
+    if (origin == NULL)
+        return -ENOMEM;
+    /* One allocation: the request, then its head (and a body in memory). */
+    cap = head_size(o, path, origin);
+    q = malloc(sizeof(*q) + cap);
     if (q == NULL)
-        return NULL;
+        return -ENOMEM;
+    memset(q, 0, sizeof(*q));
     q->c = c;
     q->opt = *o;
     if (q->opt.errbuf != NULL)
         q->opt.errbuf[0] = '\0';
-    q->o = origin_get(c, tls, host, port, o->ca_file);
-    if (q->o != NULL)
-        q->o->refs++;
-    if (q->o == NULL || build_head(q, path) != 0) {
-        req_free(q);
-        return NULL;
-    }
+    q->o = origin;
+    q->o->refs++;
+    build_head(q, path, (char *)(q + 1));
     llhttp_init(&q->p, HTTP_RESPONSE, &settings);
     q->p.data = q;
     if (start_conn(q, 0) != 0)
         req_doom(q);
-    return q;
+    *out = q;
+    return 0;
 }
 
 void h1c_resume_recv(struct h1c_req *q)
@@ -1650,4 +1734,7 @@ void h1c_close(struct h1c *c)
     uv_close((uv_handle_t *)&c->kick, NULL);
     free(c->scratch);
     c->scratch = NULL;
+    free(c->fields);
+    c->fields = NULL;
+    c->fields_cap = 0;
 }

@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,10 +296,15 @@ static int parse_status_line(struct relay *r, const char *p, size_t n)
         const char *rs = sp + 5, *re = end;
         while (re > rs && (re[-1] == '\r' || re[-1] == '\n' || re[-1] == ' '))
             re--;
-        snprintf(r->reason, sizeof(r->reason), "%.*s", (int)(re - rs), rs);
+        size_t rl = (size_t)(re - rs) < sizeof(r->reason) ? (size_t)(re - rs) : sizeof(r->reason) - 1;
+        memcpy(r->reason, rs, rl);
+        r->reason[rl] = '\0';
     }
     return 0;
 }
+
+#define MAX_FIELDS 256 /* response fields relayed (libcurl's beyond it are dropped, the built-in
+                          * client's refused) */
 
 /* Splits the collected header lines into fields (pointing into r->rh). Returns the count. */
 static size_t parse_fields(struct relay *r, struct hdr *h, size_t cap)
@@ -397,12 +403,13 @@ static int want_redirect(struct relay *r, const struct hdr *h, size_t n)
     return r->redirect_to != NULL;
 }
 
-static int send_head(struct relay *r)
+/* Sends the head of the answer (fields[0..n), at most MAX_FIELDS) to the client, or holds it
+ * until the first body bytes. Returns 0, or -1 (also when a redirect is to be followed). */
+static int send_fields(struct relay *r, const struct hdr *fields, size_t n)
 {
     struct conn *c = r->c;
-    struct hdr fields[256];
-    int keep[256];
-    size_t n = parse_fields(r, fields, 256), len = 0, cap;
+    int keep[MAX_FIELDS];
+    size_t len = 0, cap;
     int cl = headers_find(fields, n, "content-length");
     int te = headers_find(fields, n, "transfer-encoding");
     int ct = headers_find(fields, n, "content-type");
@@ -428,7 +435,9 @@ static int send_head(struct relay *r)
                 strncasecmp(fields[ct].value, "text/event-stream", 17) == 0);
     headers_filter_response(fields, n, r->framing == FRAME_LENGTH || no_body, keep);
 
-    cap = 256 + sizeof(CORS_RESPONSE_FIELDS) + r->rh.len + 2 * n;
+    cap = 256 + sizeof(CORS_RESPONSE_FIELDS);
+    for (size_t i = 0; i < n; i++)
+        cap += fields[i].name_len + fields[i].value_len + 4;
     head = cap <= sizeof(stack) ? stack : malloc(cap);
     if (head == NULL)
         return -1;
@@ -518,6 +527,49 @@ void relay_flush(struct relay *r)
 {
     if (r->head_out != NULL)
         to_client(r, NULL, 0, 0);
+}
+
+/* The head from the lines in r->rh (libcurl's, or a held answer's). */
+static int send_head(struct relay *r)
+{
+    struct hdr fields[MAX_FIELDS];
+
+    return send_fields(r, fields, parse_fields(r, fields, MAX_FIELDS));
+}
+
+/* A response head from the built-in client, parsed already. */
+static int on_h1_head(void *ud, const struct h1c_head *h)
+{
+    struct relay *r = ud;
+    const struct hdr *fields = h->fields;
+    size_t n = h->n, reason_len = h->reason_len;
+
+    if (h->status < 200)
+        return 0; /* interim response (100, 103): not relayed */
+    r->status = h->status;
+    r->c->acc.upstream_status = h->status;
+    while (reason_len > 0 && h->reason[reason_len - 1] == ' ')
+        reason_len--;
+    str_copy(r->reason, sizeof(r->reason), h->reason, reason_len);
+    if (n > MAX_FIELDS) {
+        r->fail_msg = "upstream response head has too many fields";
+        return -1;
+    }
+    if (r->key >= 0 && (r->status == 401 || r->status == 429 || r->status >= 500)) {
+        /* judged at the end (another key may get a real answer): kept as lines */
+        r->rh.len = 0;
+        for (size_t i = 0; i < n; i++)
+            if (buf_add(&r->rh, fields[i].name, fields[i].name_len, SIZE_MAX) != 0 ||
+                buf_add(&r->rh, ": ", 2, SIZE_MAX) != 0 ||
+                buf_add(&r->rh, fields[i].value, fields[i].value_len, SIZE_MAX) != 0 ||
+                buf_add(&r->rh, "\r\n", 2, SIZE_MAX) != 0) {
+                r->fail_msg = "out of memory for the upstream's head";
+                return -1;
+            }
+        r->holding = 1;
+        return 0;
+    }
+    return send_fields(r, fields, n);
 }
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
@@ -709,7 +761,8 @@ static void on_h1_done(void *ud, CURLcode result)
     finish(r, result);
 }
 
-/* The same transfer on ferry's own client (see h1client.h). Returns 0 or -500. */
+/* The same transfer on ferry's own client (see h1client.h). Returns 0, 1 when that client does
+ * not carry it (libcurl does), or -500. */
 static int start_h1(struct relay *r)
 {
     struct h1c_opts o = {
@@ -722,7 +775,8 @@ static int start_h1(struct relay *r)
         .content_length = r->content_length,
         .body = r->has_body && r->buffered ? r->body : NULL,
         .ca_file = r->up->ca_file,
-        .on_header = on_header,
+        .proxy = r->up->proxy,
+        .on_head = on_h1_head,
         .on_data = on_data,
         .on_read = on_upload,
         .on_done = on_h1_done,
@@ -730,8 +784,11 @@ static int start_h1(struct relay *r)
         .errbuf = r->errbuf,
     };
 
-    r->hx = h1c_start(&r->w->h1, &o);
-    return r->hx != NULL ? 0 : -500;
+    int rc = h1c_start(&r->w->h1, &o, &r->hx);
+
+    if (rc == -EPROTONOSUPPORT)
+        return 1;
+    return rc == 0 ? 0 : -500;
 }
 
 /* Starts a transfer with the fields apply_key() settled. Returns 0 or -500. */
@@ -745,8 +802,11 @@ static int start_easy(struct relay *r)
     r->rh.len = 0;
     r->status = 0;
     r->started = 1;
-    if (strcmp(cfg->upstream_client, "ferry") == 0 && h1c_supports(r->url, r->up->proxy))
-        return start_h1(r);
+    if (strcmp(cfg->upstream_client, "ferry") == 0) {
+        int rc = start_h1(r);
+        if (rc <= 0)
+            return rc;
+    }
     e = upstream_easy(&r->w->up);
     if (e == NULL)
         return -500;
@@ -1193,8 +1253,8 @@ static void follow_redirect(struct relay *r)
 /* retry-after-ms or retry-after (seconds) of the held answer, in ms; 0 when absent. */
 static int64_t held_retry_after(struct relay *r)
 {
-    struct hdr fields[256];
-    size_t n = parse_fields(r, fields, 256);
+    struct hdr fields[MAX_FIELDS];
+    size_t n = parse_fields(r, fields, MAX_FIELDS);
     int i = headers_find(fields, n, "retry-after-ms");
     int64_t v = 0;
     const char *p;
