@@ -418,9 +418,20 @@ static void req_free(struct h1c_req *q)
     free(q);
 }
 
+/* The idle timer is left running while a connection carries a request (no stop and start per
+ * request): it may fire on a busy connection, or early for the current idle period. */
 static void on_idle_timer(uv_timer_t *t)
 {
-    conn_close(t->data);
+    struct h1c_conn *k = t->data;
+    uint64_t timeout = k->o->c->cfg->upstream_keepalive_timeout, idle;
+
+    if (k->q != NULL)
+        return; /* busy: armed again when it is parked */
+    idle = now(k->o->c) - k->idle_since;
+    if (idle >= timeout)
+        conn_close(k);
+    else
+        uv_timer_start(&k->timer, on_idle_timer, timeout - idle, 0);
 }
 
 /* k finished a response and may carry another. */
@@ -450,7 +461,8 @@ static void conn_park(struct h1c_conn *k)
     o->idle = k;
     o->nidle++;
     watch(k, UV_READABLE);
-    uv_timer_start(&k->timer, on_idle_timer, cfg->upstream_keepalive_timeout, 0);
+    if (!uv_is_active((uv_handle_t *)&k->timer)) /* still running: it fires early, then re-arms */
+        uv_timer_start(&k->timer, on_idle_timer, cfg->upstream_keepalive_timeout, 0);
 }
 
 /* Ends q: its connection is kept when the exchange ended cleanly, closed otherwise; then the
@@ -1114,7 +1126,8 @@ static int conn_ready(struct h1c_conn *k, int may_read)
     struct h1c_req *q = k->q;
 
     k->st = K_READY;
-    uv_timer_stop(&k->timer);
+    if (!k->reused)
+        uv_timer_stop(&k->timer); /* the connect deadline (a kept one's idle timer runs on) */
     /* On h1c_start's stack a request with a streamed body waits for the next turn: the caller
      * may still be reading that body from the same buffer and refuse it (a bad chunk), and then
      * not even the head must have gone upstream. */
@@ -1452,8 +1465,7 @@ static int start_conn(struct h1c_req *q, int fresh)
             conn_close(k);
             continue;
         }
-        uv_timer_stop(&k->timer);
-        k->q = q;
+        k->q = q; /* the idle timer keeps running (see on_idle_timer) */
         q->k = k;
         return conn_ready(k, 0);
     }
