@@ -52,7 +52,7 @@ struct relay {
     struct usage_filter *filter; /* removes what the injection added from the client's stream */
     struct buf fo;             /* the filter's output for one upstream read, sent as one chunk */
     struct buf hold;
-    char *path;                /* origin-form target as received */
+    char *path;                /* origin-form target as received (in the fields' arena) */
     size_t path_len;
     struct curl_slist *hdrs;   /* request fields as sent upstream */
     char *url;
@@ -219,13 +219,13 @@ static struct curl_slist *append(struct relay *r, struct curl_slist *l, const ch
     return link_field(r, l, c, ok);
 }
 
+/* The fields that go upstream, in r's arena; its first block also holds extra more bytes. */
 static struct curl_slist *request_fields(struct relay *r, const struct relay_req *rq,
-                                         const struct headers_set *drop, int *ok)
+                                         const struct headers_set *drop, size_t extra, int *ok)
 {
     struct curl_slist *l = NULL, *tail = NULL;
     int keep[rq->nhdrs + 1];
-
-    size_t need = 4 * sizeof(struct curl_slist) + 64;
+    size_t need = 4 * sizeof(struct curl_slist) + 64 + ((extra + 7) & ~(size_t)7);
 
     headers_filter_request(rq->hdrs, rq->nhdrs, drop, keep);
     /* One block that fits the list (an open stream keeps it): no slack held per stream. */
@@ -1012,12 +1012,13 @@ static int authenticate(struct relay *r, const struct relay_req *rq)
 struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *status)
 {
     const struct config *cfg = c->w->cfg;
-    struct relay *r = calloc(1, sizeof(*r));
+    struct relay *r = malloc(sizeof(*r)); /* not calloc: glibc's skips the thread cache */
     int ok = 1, rc;
 
     *status = 500;
     if (r == NULL)
         return NULL;
+    memset(r, 0, sizeof(*r));
     r->job.done = on_transfer_done;
     r->key = -1;
     r->c = c;
@@ -1029,7 +1030,8 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     r->has_body = rq->has_body;
     r->chunked = rq->chunked;
     r->content_length = rq->content_length;
-    r->path = malloc(rq->path_len + 1);
+    r->hdrs = request_fields(r, rq, &cfg->drop, rq->path_len + 1, &ok);
+    r->path = ok ? falloc(r, rq->path_len + 1) : NULL; /* in the fields' block */
     if (r->path == NULL)
         goto fail;
     memcpy(r->path, rq->path, rq->path_len);
@@ -1038,9 +1040,6 @@ struct relay *relay_start(struct conn *c, const struct relay_req *rq, int *statu
     /* Usage is read only when something keeps it: the access log or the store. */
     r->tracked = (cfg->access_log || r->w->store != NULL) &&
                  usage_kind_for_path(r->path, r->path_len, &r->kind) == 0;
-    r->hdrs = request_fields(r, rq, &cfg->drop, &ok);
-    if (!ok)
-        goto fail;
     if (strcmp(cfg->auth, "keys") == 0) {
         rc = authenticate(r, rq);
         if (rc != 0) {
@@ -1107,7 +1106,6 @@ void relay_free(struct relay *r)
     free(r->tap);
     buf_free(&r->hold);
     free(r->url);
-    free(r->path);
     free(r->redirect_to);
     free(r->body);
     buf_free(&r->rh);
