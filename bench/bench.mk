@@ -1,13 +1,14 @@
 # bench/ — the benchmark of issue 3 (docs/performance.md).  Included by the top Makefile.
 #   make bench         full run: REPS (default 6) repetitions, < 15 min, table in bench/results/latest.md
 #   make bench-smoke   ~20 s harness check: tiny sizes, 1 repetition, fails on any relay error
+#   make bench-instructions   callgrind: instructions per request, ferry and nginx (~1 min)
 BENCH_B      := build/bench
 BENCH_CFLAGS := -std=c17 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -I/usr/share/include/llhttp \
                 $(shell pkg-config --cflags libuv openssl 2>/dev/null)
 BENCH_LLOBJ  := $(BENCH_B)/llhttp/llhttp.o $(BENCH_B)/llhttp/api.o $(BENCH_B)/llhttp/http.o
 BENCH_BINS   := $(BENCH_B)/upstream $(BENCH_B)/loadc
 
-.PHONY: bench bench-smoke bench-tools bench-deps
+.PHONY: bench bench-smoke bench-instructions bench-tools bench-deps
 bench-tools: $(BENCH_BINS)
 
 bench-deps:
@@ -33,3 +34,6 @@ bench: bench-deps ferry bench-tools
 
 bench-smoke: bench-deps ferry bench-tools
 	$(BENCH_ULIMIT); node bench/run.mjs --smoke
+
+bench-instructions: bench-deps ferry bench-tools
+	bash bench/instructions.sh

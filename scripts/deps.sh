@@ -37,6 +37,7 @@ if [ "$mode" = bench ] || [ "$mode" = test ]; then
   # nginx on :80, which the benchmark neither uses nor needs. (test: make test ends with the
   # benchmark's smoke run.)
   pkgs+=(nginx wrk openssl)
+  [ "$mode" = bench ] && pkgs+=(valgrind) # bench/instructions.sh (callgrind)
   node_ok=0
   if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
     major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
