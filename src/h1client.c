@@ -106,6 +106,7 @@ struct h1c_req {
     size_t rec;                /* offset in head of the record being filled */
     size_t head_bytes;         /* wire bytes of the head (then of the trailers) so far */
     int in_name;               /* a field name is being read */
+    int nfields;               /* fields of the head being read */
     int head_done, complete, keepalive, got_byte, retried;
     int no_reuse;              /* the upstream stopped reading the request: close after */
     int doomed;                /* failed inside h1c_start: ended from the kick (next turn) */
@@ -511,6 +512,7 @@ static int retry_fresh(struct h1c_req *q)
         q->opt.errbuf[0] = '\0';
     q->head.len = 0;
     q->head_bytes = 0;
+    q->nfields = 0;
     q->in_name = 0;
     q->head_done = q->complete = 0;
     llhttp_init(&q->p, HTTP_RESPONSE, &settings);
@@ -621,8 +623,15 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
         return -1;
     if (q->head_done)
         return 0; /* a trailer field: counted, not kept */
-    if (!q->in_name && rec_open(q) != 0)
-        return -1;
+    if (!q->in_name) {
+        if (++q->nfields > H1C_MAX_FIELDS) {
+            set_error(q, CURLE_WEIRD_SERVER_REPLY, "upstream response head has more than %d "
+                                                   "fields", H1C_MAX_FIELDS);
+            return -1;
+        }
+        if (rec_open(q) != 0)
+            return -1;
+    }
     q->in_name = 1;
     return head_add(q, at, n);
 }
@@ -698,16 +707,6 @@ static int deliver_head(struct h1c_req *q, const llhttp_t *parser)
     }
     while (p < end) {
         uint32_t nl = rec_get(p), vl = rec_get(p + 4);
-        if (n == c->fields_cap) {
-            size_t cap = c->fields_cap ? 2 * c->fields_cap : 64;
-            struct hdr *f = realloc(c->fields, cap * sizeof(*f));
-            if (f == NULL) {
-                set_error(q, CURLE_OUT_OF_MEMORY, "%s", "out of memory for the upstream's head");
-                return -1;
-            }
-            c->fields = f;
-            c->fields_cap = cap;
-        }
         c->fields[n].name = p + REC_HDR;
         c->fields[n].name_len = nl;
         c->fields[n].value = p + REC_HDR + nl;
@@ -732,6 +731,7 @@ static int on_headers_complete(llhttp_t *p)
         return -1;
     q->head.len = 0;
     q->head_bytes = 0;
+    q->nfields = 0;
     if (p->status_code == 101) {
         set_error(q, CURLE_WEIRD_SERVER_REPLY, "%s", "the upstream switched protocols (101)");
         return -1;
@@ -1721,7 +1721,8 @@ int h1c_init(struct h1c *c, uv_loop_t *loop, const struct config *cfg)
     c->cfg = cfg;
     c->scratch_cap = cfg->read_buffer_size;
     c->scratch = malloc(c->scratch_cap);
-    if (c->scratch == NULL)
+    c->fields = malloc(H1C_MAX_FIELDS * sizeof(*c->fields));
+    if (c->scratch == NULL || c->fields == NULL)
         return -1;
     uv_idle_init(loop, &c->kick);
     c->kick.data = c;
@@ -1748,5 +1749,4 @@ void h1c_close(struct h1c *c)
     c->scratch = NULL;
     free(c->fields);
     c->fields = NULL;
-    c->fields_cap = 0;
 }

@@ -25,6 +25,8 @@
 
 #include "headers.h"
 
+#define H1C_MAX_FIELDS 256 /* fields in a response head; more is a failed response */
+
 struct config;
 struct h1c_origin;
 struct h1c_req;
@@ -69,8 +71,7 @@ struct h1c {
     size_t norigins;
     char *scratch;              /* the worker's read buffer: every read lands here first */
     size_t scratch_cap;
-    struct hdr *fields;         /* a head's fields while on_head runs */
-    size_t fields_cap;
+    struct hdr *fields;         /* a head's fields while on_head runs (H1C_MAX_FIELDS) */
     uv_idle_t kick;             /* next loop turn: resumes paused requests, ends doomed ones */
     struct h1c_req *pending, *pending_tail; /* requests to resume or to fail (doubly linked) */
     int closed;

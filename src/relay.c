@@ -303,8 +303,8 @@ static int parse_status_line(struct relay *r, const char *p, size_t n)
     return 0;
 }
 
-#define MAX_FIELDS 256 /* response fields relayed (libcurl's beyond it are dropped, the built-in
-                          * client's refused) */
+#define MAX_FIELDS H1C_MAX_FIELDS /* response fields relayed (libcurl's beyond it are dropped,
+                                   * the built-in client refuses such a head) */
 
 /* Splits the collected header lines into fields (pointing into r->rh). Returns the count. */
 static size_t parse_fields(struct relay *r, struct hdr *h, size_t cap)
@@ -551,10 +551,6 @@ static int on_h1_head(void *ud, const struct h1c_head *h)
     while (reason_len > 0 && h->reason[reason_len - 1] == ' ')
         reason_len--;
     str_copy(r->reason, sizeof(r->reason), h->reason, reason_len);
-    if (n > MAX_FIELDS) {
-        r->fail_msg = "upstream response head has too many fields";
-        return -1;
-    }
     if (r->key >= 0 && (r->status == 401 || r->status == 429 || r->status >= 500)) {
         /* judged at the end (another key may get a real answer): kept as lines */
         r->rh.len = 0;

@@ -72,11 +72,14 @@ test('sequential requests share one upstream connection, closed --upstream-keepa
   assert.ok(idle >= 950 && idle < 2500, `closed ${idle.toFixed(0)} ms after its last answer`);
 });
 
-test('a connection busy for longer than the timeout is kept for a whole timeout after its answer', T, async () => {
+test('a kept connection busy for longer than the timeout is not closed under its request, and is kept a whole timeout after its answer', T, async () => {
   const first = conns.length;
-  assert.equal((await get(ferries.t1, '/slow/1500')).responses[0]?.status, 200);
+  assert.equal((await get(ferries.t1, '/a')).responses[0]?.status, 200); // parked: its idle timer runs
+  const w = await get(ferries.t1, '/slow/1500'); // the timer fires while this request is on it
+  assert.equal(w.responses[0]?.status, 200, w.text.slice(0, 300));
+  assert.equal(conns.length, first + 1, 'the kept connection carried both requests');
   const c = conns[first];
-  assert.ok(c, 'a new connection');
+  assert.equal(c.requests, 2);
   await sleep(500);
   assert.equal(c.closed, null, 'still open 0.5 s after its answer');
   await waitFor(() => c.closed !== null, { timeout: 5000, what: 'the idle upstream connection to close' });

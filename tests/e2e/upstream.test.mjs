@@ -41,7 +41,17 @@ const ROUTES = {
   '/304': (s) => s.write('HTTP/1.1 304 Not Modified\r\nETag: "x"\r\nContent-Length: 5\r\nConnection: close\r\n\r\n'),
   '/103': (s) => s.end('HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n' +
     'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok'),
+  // 256 fields (the most ferry relays) and 257
+  '/fields-256': (s) => s.end(manyFields(254)),
+  '/fields-257': (s) => s.end(manyFields(255)),
 };
+
+/** A 200 with n X-F-i fields plus Content-Length and Connection. */
+function manyFields(n) {
+  let h = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n';
+  for (let i = 0; i < n; i++) h += `X-F-${i}: ${i}\r\n`;
+  return `${h}\r\nok`;
+}
 
 before(async () => {
   upstream = net.createServer((s) => {
@@ -147,5 +157,25 @@ test(`[${client}] a 304 whose head announces a body is complete at its head; a 1
   assert.equal(w2.responses[0]?.status, 200, JSON.stringify(w2.text.slice(0, 300)));
   assert.equal(w2.responses[0].text, 'ok');
   assert.ok(!w2.text.includes('103'), 'the interim answer stays between ferry and the upstream');
+});
+
+test(`[${client}] an answer with 256 fields is relayed whole; with 257, the built-in client answers 502 (libcurl's cuts at 256)`, T, async () => {
+  const w = await get('/fields-256');
+  const r = w.responses[0];
+  assert.equal(r?.status, 200, JSON.stringify(w.text.slice(0, 300)));
+  assert.equal(r.text, 'ok');
+  assert.equal(r.get('x-f-0'), '0');
+  assert.equal(r.get('x-f-253'), '253');
+  const w2 = await get('/fields-257');
+  const r2 = w2.responses[0];
+  if (client === 'ferry') {
+    assert.equal(r2?.status, 502, JSON.stringify(w2.text.slice(0, 300)));
+    assertErrorJson(r2.text, '/fields-257 502');
+    assert.match(r2.text, /more than 256 fields/);
+  } else {
+    assert.equal(r2?.status, 200, JSON.stringify(w2.text.slice(0, 300)));
+    assert.equal(r2.get('x-f-253'), '253');
+    assert.equal(r2.get('x-f-254'), undefined);
+  }
 });
 }
