@@ -578,6 +578,14 @@ static int rec_open(struct h1c_req *q)
     return buf_add(&q->head, zero, REC_HDR, SIZE_MAX);
 }
 
+/* Drops spaces and tabs at the end of the head buffer, not before start. */
+static void trim_tail(struct h1c_req *q, size_t start)
+{
+    while (q->head.len > start && (q->head.data[q->head.len - 1] == ' ' ||
+                                   q->head.data[q->head.len - 1] == '\t'))
+        q->head.len--;
+}
+
 static int head_add(struct h1c_req *q, const char *at, size_t n)
 {
     return buf_add(&q->head, at, n, SIZE_MAX);
@@ -649,9 +657,7 @@ static int on_header_field_complete(llhttp_t *p)
     if (q->head_done)
         return 0;
     q->in_name = 0;
-    while (q->head.len > start && (q->head.data[q->head.len - 1] == ' ' ||
-                                   q->head.data[q->head.len - 1] == '\t'))
-        q->head.len--;
+    trim_tail(q, start);
     for (size_t i = start; i < q->head.len; i++) {
         if (!guard_is_tchar((unsigned char)q->head.data[i])) {
             q->head.len = start;
@@ -684,9 +690,7 @@ static int on_header_value_complete(llhttp_t *p)
     if (q->head_done)
         return 0;
     start = q->rec + REC_HDR + rec_get(q->head.data + q->rec);
-    while (q->head.len > start && (q->head.data[q->head.len - 1] == ' ' ||
-                                   q->head.data[q->head.len - 1] == '\t'))
-        q->head.len--; /* llhttp leaves trailing whitespace in values */
+    trim_tail(q, start); /* llhttp leaves trailing whitespace in values */
     rec_set(q, 4, (uint32_t)(q->head.len - start));
     return 0;
 }

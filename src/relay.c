@@ -296,9 +296,7 @@ static int parse_status_line(struct relay *r, const char *p, size_t n)
         const char *rs = sp + 5, *re = end;
         while (re > rs && (re[-1] == '\r' || re[-1] == '\n' || re[-1] == ' '))
             re--;
-        size_t rl = (size_t)(re - rs) < sizeof(r->reason) ? (size_t)(re - rs) : sizeof(r->reason) - 1;
-        memcpy(r->reason, rs, rl);
-        r->reason[rl] = '\0';
+        str_copy(r->reason, sizeof(r->reason), rs, (size_t)(re - rs));
     }
     return 0;
 }
