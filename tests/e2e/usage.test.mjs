@@ -1,9 +1,9 @@
 // Usage accounting on the request path: token counts read from every response that carries them
-// (chat and legacy completions, embeddings, the Responses API, streamed or not) as bytes pass,
-// without keeping the text; for a streamed chat completion that did not ask for usage, ferry adds
-// stream_options.include_usage upstream and removes the extra usage chunk (and "usage":null
-// members) so the client sees exactly what it would have seen without ferry. Reported in the
-// access log (the store records the same figures when configured).
+// (chat and legacy completions, embeddings, the Responses API, Anthropic's Messages API, streamed
+// or not) as bytes pass, without keeping the text; for a streamed chat completion that did not
+// ask for usage, ferry adds stream_options.include_usage upstream and removes the extra usage
+// chunk (and "usage":null members) so the client sees exactly what it would have seen without
+// ferry. Reported in the access log (the store records the same figures when configured).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setup, newId, rawHttp, sdk, peakRss, ASAN, T } from './lib.mjs';
@@ -83,6 +83,28 @@ test('non-stream chat, embeddings, responses stream: counts from the upstream\'s
   assert.match(r.text, /response\.completed/);
   f = await logFor(m3, mark);
   assert.deepEqual([f.prompt_tokens, f.completion_tokens, f.usage], ['10', '4', 'complete']);
+});
+
+test('Anthropic Messages (/v1/messages): input, cache reads and cache writes are prompt tokens; streamed, byte-identical', T, async () => {
+  // the mock answers input_tokens 5, cache_read_input_tokens 3, cache_creation_input_tokens 2
+  const [m1, m2] = [unique('claude-sonnet'), unique('claude-sonnet')];
+  const mark = ctx.ferry.mark();
+  const plain = await post(ctx.ferry.port, '/v1/messages', { model: m1, max_tokens: 64, messages: [] },
+    { 'x-mock-chunks': '6' });
+  assert.equal(plain.status, 200);
+  assert.equal(JSON.parse(plain.text).usage.output_tokens, 6);
+  let f = await logFor(m1, mark);
+  assert.deepEqual([f.prompt_tokens, f.completion_tokens, f.cached_tokens, f.total_tokens, f.usage],
+    ['10', '6', '3', '16', 'complete']);
+  const body = { model: m2, max_tokens: 64, stream: true, messages: [] };
+  const via = await post(ctx.ferry.port, '/v1/messages', body, { 'x-mock-chunks': '9' });
+  const direct = await post(ctx.mock.port, '/v1/messages', body, { 'x-mock-chunks': '9' });
+  assert.match(via.text, /event: message_stop/);
+  assert.equal(normalise(via.text), normalise(direct.text), 'the client sees what it would see without ferry');
+  f = await logFor(m2, mark);
+  // output_tokens: 1 in message_start, then 9 in message_delta (the last word)
+  assert.deepEqual([f.prompt_tokens, f.completion_tokens, f.cached_tokens, f.total_tokens, f.usage],
+    ['10', '9', '3', '19', 'complete']);
 });
 
 test('a broken stream is recorded as partial, with what was seen', T, async () => {

@@ -45,6 +45,7 @@ enum route {
     R_COMPLETIONS,
     R_EMBEDDINGS,
     R_RESPONSES,
+    R_MESSAGES,
     R_MODELS,
     R_SPEECH,
     R_TRANSCRIPTIONS,
@@ -892,6 +893,71 @@ out:
     return rc;
 }
 
+/* Anthropic's Messages API (what an OpenAI-compatible gateway may also front): input tokens 10,
+ * of which 3 read from the prompt cache and 2 written to it; output tokens = chunks. Streamed,
+ * the usage comes in message_start (input, and output so far: 1) and message_delta (output). */
+#define MSG_USAGE_IN "\"input_tokens\":5,\"cache_creation_input_tokens\":2,\"cache_read_input_tokens\":3"
+static int answer_messages(struct conn *c)
+{
+    struct exch *x = &c->x;
+    struct req_json r;
+    req_json_read(x, &r);
+    struct mbuf text = {0}, ev = {0};
+    mbuf_tokens(&text, r.chunks);
+    int rc = 0;
+
+    if (!r.stream) {
+        mbuf_printf(&ev, "{\"id\":\"msg_mock_%lu\",\"type\":\"message\",\"role\":\"assistant\","
+                         "\"model\":", x->id);
+        mbuf_add(&ev, r.model.data, r.model.len);
+        mbuf_str(&ev, ",\"content\":[{\"type\":\"text\",\"text\":");
+        mbuf_json_str(&ev, text.data ? text.data : "", text.len);
+        mbuf_printf(&ev, "}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"usage\":{"
+                         MSG_USAGE_IN ",\"output_tokens\":%d}}\n", r.chunks);
+        rc = answer_json(c, 200, &ev, NULL);
+        goto out;
+    }
+    if (stream_begin(c) < 0)
+        goto fail;
+    mbuf_printf(&ev, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":"
+                     "\"msg_mock_%lu\",\"type\":\"message\",\"role\":\"assistant\",\"model\":", x->id);
+    mbuf_add(&ev, r.model.data, r.model.len);
+    mbuf_str(&ev, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{"
+                  MSG_USAGE_IN ",\"output_tokens\":1}}}");
+    if (stream_data(c, &ev) < 0)
+        goto fail;
+    mbuf_str(&ev, "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+                  "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}");
+    if (stream_data(c, &ev) < 0)
+        goto fail;
+    for (int i = 0; i < r.chunks; i++) {
+        mbuf_printf(&ev, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+                         "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"tok%d \"}}", i);
+        if (stream_data(c, &ev) < 0)
+            goto fail;
+    }
+    mbuf_str(&ev, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}");
+    if (stream_data(c, &ev) < 0)
+        goto fail;
+    mbuf_printf(&ev, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
+                     "{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":"
+                     "{\"output_tokens\":%d}}", r.chunks);
+    if (stream_data(c, &ev) < 0)
+        goto fail;
+    mbuf_str(&ev, "event: message_stop\ndata: {\"type\":\"message_stop\"}");
+    if (stream_data(c, &ev) < 0)
+        goto fail;
+    rc = stream_end(c);
+    goto out;
+fail:
+    rc = -1;
+out:
+    mbuf_free(&text);
+    mbuf_free(&ev);
+    mbuf_free(&r.model);
+    return rc;
+}
+
 static int answer_embeddings(struct conn *c)
 {
     struct exch *x = &c->x;
@@ -1219,6 +1285,7 @@ static int exch_answer(struct conn *c)
     case R_COMPLETIONS: return answer_completion(c, false);
     case R_EMBEDDINGS: return answer_embeddings(c);
     case R_RESPONSES: return answer_responses(c);
+    case R_MESSAGES: return answer_messages(c);
     case R_MODELS: return answer_models(c);
     case R_SPEECH: return answer_speech(c);
     case R_TRANSCRIPTIONS: return answer_upload(c, false);
@@ -1250,6 +1317,7 @@ static enum route route_of(const char *method, const char *target)
         {"POST", "/v1/completions", R_COMPLETIONS},
         {"POST", "/v1/embeddings", R_EMBEDDINGS},
         {"POST", "/v1/responses", R_RESPONSES},
+        {"POST", "/v1/messages", R_MESSAGES},
         {"GET", "/v1/models", R_MODELS},
         {"POST", "/v1/audio/speech", R_SPEECH},
         {"POST", "/v1/audio/transcriptions", R_TRANSCRIPTIONS},
@@ -1342,7 +1410,7 @@ static int on_headers_complete(llhttp_t *p)
     x->route = route_of(method, x->target.data ? x->target.data : "");
     x->internal = x->route >= R_ECHO;
     x->keep_body = x->route == R_CHAT || x->route == R_COMPLETIONS || x->route == R_EMBEDDINGS ||
-                   x->route == R_RESPONSES;
+                   x->route == R_RESPONSES || x->route == R_MESSAGES;
     if (!x->internal) {
         const struct header *h = find_header(x, "x-mock-reset");
         long status = header_num(x, "x-mock-status", 0, 0, 999);
