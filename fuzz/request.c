@@ -47,60 +47,37 @@ struct req {
 };
 
 /* ---- conn.c's callbacks (on_method, on_url, on_header_field, on_header_value, on_body,
- * on_message_complete), minus the relay ---- */
+ * on_message_complete), minus the relay: the spans are collected by the same headers_* calls ---- */
 
 static int on_method(llhttp_t *p, const char *at, size_t len)
 {
     struct req *c = p->data;
-    if (c->method == NULL)
-        c->method = at;
-    c->method_len = (size_t)(at + len - c->method);
+    headers_span(&c->method, &c->method_len, at, len);
     return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct req *c = p->data;
-    if (c->target == NULL)
-        c->target = at;
-    c->target_len = (size_t)(at + len - c->target);
+    headers_span(&c->target, &c->target_len, at, len);
     return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct req *c = p->data;
-    struct hdr *h;
 
     if (!c->in_head)
         return 0;
-    h = &c->hdrs[c->nhdrs];
-    if (h->name != NULL && h->value == NULL) {
-        h->name_len = (size_t)(at + len - h->name);
-        return 0;
-    }
-    if (h->name != NULL)
-        h = &c->hdrs[++c->nhdrs];
-    if (c->nhdrs >= MAX_HEADERS)
-        return -1;
-    h->name = at;
-    h->name_len = len;
-    h->value = NULL;
-    h->value_len = 0;
-    return 0;
+    return headers_name_piece(c->hdrs, &c->nhdrs, MAX_HEADERS, at, len);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct req *c = p->data;
-    struct hdr *h;
 
-    if (!c->in_head)
-        return 0;
-    h = &c->hdrs[c->nhdrs];
-    if (h->value == NULL)
-        h->value = at;
-    h->value_len = (size_t)(at + len - h->value);
+    if (c->in_head)
+        headers_value_piece(c->hdrs, c->nhdrs, at, len);
     return 0;
 }
 
@@ -258,6 +235,8 @@ static size_t one_message(llhttp_t *p, struct req *c, const uint8_t *seed, size_
     int keepalive;
 
     memset(c, 0, sizeof(*c));
+    /* as in conn.c, only the first slot is cleared: the rest must be filled before use */
+    memset(&c->hdrs[1], 0xa5, sizeof(c->hdrs) - sizeof(c->hdrs[0]));
     c->in_head = 1;
     p->data = c;
     guard_head_init(&g);

@@ -66,55 +66,33 @@ size_t conn_write_queue(const struct conn *c)
 static int on_method(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    if (c->method == NULL)
-        c->method = at;
-    c->method_len = (size_t)(at + len - c->method);
+    headers_span(&c->method, &c->method_len, at, len);
     return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    if (c->target == NULL)
-        c->target = at;
-    c->target_len = (size_t)(at + len - c->target);
+    headers_span(&c->target, &c->target_len, at, len);
     return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    struct hdr *h;
 
     if (c->phase != PHASE_HEAD) /* a trailer field: never relayed */
         return 0;
-    h = &c->hdrs[c->nhdrs];
-    if (h->name != NULL && h->value == NULL) { /* continuation of the same name */
-        h->name_len = (size_t)(at + len - h->name);
-        return 0;
-    }
-    if (h->name != NULL)
-        h = &c->hdrs[++c->nhdrs];
-    if (c->nhdrs >= cfg_of(c)->max_headers) /* the guard counted already; defensive */
-        return -1;
-    h->name = at;
-    h->name_len = len;
-    h->value = NULL;
-    h->value_len = 0;
-    return 0;
+    /* the guard counted the fields already: past max_headers is defensive */
+    return headers_name_piece(c->hdrs, &c->nhdrs, cfg_of(c)->max_headers, at, len);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    struct hdr *h;
 
-    if (c->phase != PHASE_HEAD)
-        return 0;
-    h = &c->hdrs[c->nhdrs];
-    if (h->value == NULL)
-        h->value = at;
-    h->value_len = (size_t)(at + len - h->value);
+    if (c->phase == PHASE_HEAD)
+        headers_value_piece(c->hdrs, c->nhdrs, at, len);
     return 0;
 }
 

@@ -177,6 +177,37 @@ void headers_filter_response(const struct hdr *h, size_t n, int keep_length, int
     }
 }
 
+void headers_span(const char **start, size_t *len, const char *at, size_t n)
+{
+    if (*start == NULL)
+        *start = at;
+    *len = (size_t)(at + n - *start);
+}
+
+int headers_name_piece(struct hdr *h, size_t *n, size_t max, const char *at, size_t len)
+{
+    struct hdr *f = &h[*n];
+
+    if (f->name != NULL && f->value == NULL) { /* continuation of the same name */
+        f->name_len = (size_t)(at + len - f->name);
+        return 0;
+    }
+    if (f->name != NULL)
+        f = &h[++*n];
+    if (*n >= max)
+        return -1;
+    f->name = at;
+    f->name_len = len;
+    f->value = NULL;
+    f->value_len = 0;
+    return 0;
+}
+
+void headers_value_piece(struct hdr *h, size_t n, const char *at, size_t len)
+{
+    headers_span(&h[n].value, &h[n].value_len, at, len);
+}
+
 int headers_find(const struct hdr *h, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)

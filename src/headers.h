@@ -56,6 +56,17 @@ void headers_filter_request(const struct hdr *h, size_t n, const struct headers_
  * Content-Length unless keep_length. */
 void headers_filter_response(const struct hdr *h, size_t n, int keep_length, int *keep);
 
+/* Collecting a head from llhttp's callbacks (conn.c, and fuzz/request.c, which checks them).
+ * headers_span extends [*start, *start + *len) to the end of llhttp's next piece at[0..n) of
+ * one token (the first piece sets start; the pieces are contiguous in the buffer llhttp reads).
+ * headers_name_piece takes a piece of a field name: the current field's (h[*n], while it has no
+ * value yet) or a new field's. h[0] must be zeroed before the head; the fields collected are
+ * h[0 .. *n + (h[*n].name != NULL)). Returns 0, or -1 when a new field would be the max-th.
+ * headers_value_piece takes a piece of h[n]'s value. */
+void headers_span(const char **start, size_t *len, const char *at, size_t n);
+int headers_name_piece(struct hdr *h, size_t *n, size_t max, const char *at, size_t len);
+void headers_value_piece(struct hdr *h, size_t n, const char *at, size_t len);
+
 /* Finds the first field called name; returns its index or -1. */
 int headers_find(const struct hdr *h, size_t n, const char *name);
 

@@ -133,6 +133,49 @@ static void list_has_respects_lengths(void **state)
     assert_int_equal(headers_list_has("x-a*", 3, "x-abc", 5, 1), 0); /* the '*' is past the end */
 }
 
+/* ---- collecting a head from llhttp's pieces ---- */
+
+/* Names and values delivered in pieces (as llhttp does when a token spans reads), an empty
+ * value (llhttp calls on_header_value with 0 bytes), and the field limit. Slots past h[0] start
+ * as garbage, as in conn.c. */
+static void pieces(void **state)
+{
+    static const char buf[] = "Content-Type: application/json\r\nX-Empty: \r\nAccept: */*\r\n";
+    struct hdr h[4];
+    size_t n = 0;
+    const char *m = NULL;
+    size_t mlen = 0;
+
+    (void)state;
+    memset(h, 0xa5, sizeof(h));
+    memset(&h[0], 0, sizeof(h[0]));
+    assert_int_equal(headers_name_piece(h, &n, 3, buf, 7), 0);       /* "Content" */
+    assert_int_equal(headers_name_piece(h, &n, 3, buf + 7, 5), 0);   /* "-Type" */
+    headers_value_piece(h, n, buf + 14, 6);                         /* "applic" */
+    headers_value_piece(h, n, buf + 20, 10);                        /* "ation/json" */
+    assert_int_equal(headers_name_piece(h, &n, 3, buf + 32, 7), 0);  /* "X-Empty" */
+    headers_value_piece(h, n, buf + 41, 0); /* llhttp hands an empty value over as 0 bytes */
+    assert_int_equal(headers_name_piece(h, &n, 3, buf + 43, 6), 0);  /* "Accept" */
+    headers_value_piece(h, n, buf + 51, 3);
+    assert_int_equal(n, 2);
+    assert_int_equal(h[0].name_len, 12);
+    assert_memory_equal(h[0].name, "Content-Type", 12);
+    assert_int_equal(h[0].value_len, 16);
+    assert_memory_equal(h[0].value, "application/json", 16);
+    assert_int_equal(h[1].name_len, 7);
+    assert_memory_equal(h[1].name, "X-Empty", 7);
+    assert_int_equal(h[1].value_len, 0);
+    assert_memory_equal(h[2].name, "Accept", 6);
+    assert_memory_equal(h[2].value, "*/*", 3);
+    /* a fourth field is past max = 3 */
+    assert_int_equal(headers_name_piece(h, &n, 3, buf, 4), -1);
+    /* spans: the first piece sets the start */
+    headers_span(&m, &mlen, buf, 4);
+    headers_span(&m, &mlen, buf + 4, 8);
+    assert_ptr_equal(m, buf);
+    assert_int_equal(mlen, 12);
+}
+
 /* ---- headers_hop_by_hop ---- */
 
 struct name_case {
@@ -427,6 +470,7 @@ int main(void)
         cmocka_unit_test(list_has),
         cmocka_unit_test(set_has_matches_list_has),
         cmocka_unit_test(set_bounds),
+        cmocka_unit_test(pieces),
         cmocka_unit_test(list_has_respects_lengths),
         cmocka_unit_test(hop_by_hop),
         cmocka_unit_test(connection_scoped),
